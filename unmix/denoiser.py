@@ -1,0 +1,126 @@
+"""The one interface: a denoiser D(x, sigma, cond=None) -> x0_hat, the posterior mean E[x0 | x_sigma].
+
+`x` is a batch [N, ...] in the x = x0 + sigma * eps convention, `sigma` a tensor [N] (a scalar is
+broadcast), `cond` optional per-sample conditioning. Samplers, guidance, losses and likelihoods
+consume nothing else.
+
+A network becomes a denoiser through a parameterisation, written as the preconditioning of
+Karras et al. 2022 (table 1):  D(x, s) = c_skip(s) x + c_out(s) F(c_in(s) x, c_noise(s)).
+
+    eps   VP epsilon prediction (DDPM):  c_skip 1,              c_out -s,               c_in 1/sqrt(1+s^2)
+    x0    direct x0 prediction:          c_skip 0,              c_out 1,                c_in 1/sqrt(1+s^2)
+    v     VP v-prediction (Salimans):    c_skip 1/(1+s^2),      c_out -s/sqrt(1+s^2),   c_in 1/sqrt(1+s^2)
+    edm   EDM with sigma_data:           c_skip sd^2/(s^2+sd^2), c_out s sd/sqrt(s^2+sd^2), c_in 1/sqrt(s^2+sd^2)
+
+c_noise is the discrete timestep t (fractional between table entries) when a DiscreteSchedule
+is given, else ln(sigma)/4. The network is called as net(x_in, c_noise, cond) (cond may be None).
+"""
+from __future__ import annotations
+
+from typing import Protocol
+
+import torch
+from torch import nn
+
+from unmix.errors import UnmixError
+from unmix.schedules import DiscreteSchedule
+
+PARAMETERIZATIONS = ("eps", "x0", "v", "edm")
+
+
+class Denoiser(Protocol):
+    def __call__(self, x: torch.Tensor, sigma: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor: ...
+
+
+def sigma_batch(sigma: torch.Tensor | float, x: torch.Tensor) -> torch.Tensor:
+    """Sigma as a [N] tensor in x's dtype and device (a scalar is broadcast over the batch)."""
+    sigma = torch.as_tensor(sigma, device=x.device)
+    sigma = sigma.to(x.dtype) if sigma.is_floating_point() else sigma.to(torch.get_default_dtype())
+    if sigma.ndim == 0:
+        sigma = sigma.expand(x.shape[0])
+    if sigma.shape != (x.shape[0],):
+        raise UnmixError(f"sigma must be a scalar or have shape [{x.shape[0]}], got {tuple(sigma.shape)}")
+    return sigma
+
+
+def expand_like(v: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """Reshape a per-sample [N] tensor so it broadcasts against x [N, ...]."""
+    return v.reshape(v.shape[0], *([1] * (x.ndim - 1)))
+
+
+def preconditioning(
+    parameterization: str, sigma: torch.Tensor, sigma_data: float = 0.5, schedule: DiscreteSchedule | None = None
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(c_skip, c_out, c_in, c_noise) for a parameterisation, each shaped like sigma."""
+    s = sigma
+    if parameterization == "edm":
+        sd = sigma_data
+        c_skip = sd**2 / (s**2 + sd**2)
+        c_out = s * sd / (s**2 + sd**2).sqrt()
+        c_in = 1 / (s**2 + sd**2).sqrt()
+    elif parameterization in ("eps", "x0", "v"):
+        c_in = 1 / (1 + s**2).sqrt()
+        if parameterization == "eps":
+            c_skip, c_out = torch.ones_like(s), -s
+        elif parameterization == "x0":
+            c_skip, c_out = torch.zeros_like(s), torch.ones_like(s)
+        else:
+            c_skip, c_out = 1 / (1 + s**2), -s / (1 + s**2).sqrt()
+    else:
+        raise UnmixError(f"unknown parameterization {parameterization!r}; valid: {', '.join(PARAMETERIZATIONS)}")
+    if schedule is not None:
+        c_noise = schedule.sigma_to_t(s.detach().to(torch.float64).cpu()).to(s.device, s.dtype)
+    else:
+        c_noise = s.log() / 4
+    return c_skip, c_out, c_in, c_noise
+
+
+class NetworkDenoiser(nn.Module):
+    """Wraps a network net(x_in, c_noise, cond) -> F into a denoiser through a parameterisation.
+
+    `quantize_t` rounds the timestep to the nearest table entry, for discrete-time models evaluated
+    exactly at their training timesteps (as DDPM/DDIM do).
+    """
+
+    def __init__(
+        self,
+        net: nn.Module,
+        parameterization: str = "edm",
+        sigma_data: float = 0.5,
+        schedule: DiscreteSchedule | None = None,
+        quantize_t: bool = False,
+    ):
+        super().__init__()
+        if parameterization not in PARAMETERIZATIONS:
+            raise UnmixError(f"unknown parameterization {parameterization!r}; valid: {', '.join(PARAMETERIZATIONS)}")
+        self.net = net
+        self.parameterization = parameterization
+        self.sigma_data = sigma_data
+        self.schedule = schedule
+        self.quantize_t = quantize_t
+
+    def precond(self, sigma: torch.Tensor):
+        c_skip, c_out, c_in, c_noise = preconditioning(self.parameterization, sigma, self.sigma_data, self.schedule)
+        if self.quantize_t and self.schedule is not None:
+            c_noise = c_noise.round()
+        return c_skip, c_out, c_in, c_noise
+
+    def forward(self, x: torch.Tensor, sigma: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
+        sigma = sigma_batch(sigma, x)
+        if torch.any(sigma <= 0):
+            raise UnmixError("a network denoiser needs sigma > 0 (sigma = 0 is clean data: nothing to denoise)")
+        c_skip, c_out, c_in, c_noise = (expand_like(c, x) if i < 3 else c for i, c in enumerate(self.precond(sigma)))
+        out = self.net(c_in * x, c_noise, cond)
+        return c_skip * x + c_out * out.to(x.dtype)
+
+
+class CountingDenoiser:
+    """Counts network evaluations (NFE): one per call, whatever the batch size."""
+
+    def __init__(self, denoiser: Denoiser):
+        self.denoiser = denoiser
+        self.nfe = 0
+
+    def __call__(self, x, sigma, cond=None):
+        self.nfe += 1
+        return self.denoiser(x, sigma, cond)
