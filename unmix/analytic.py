@@ -81,6 +81,12 @@ class GaussianMixture:
             var = self.variances[None, :] + s2[:, None]  # [N, K]
             d2 = (x * x).sum(1, keepdim=True) - 2 * x @ self.means.T + (self.means**2).sum(1)[None, :]
             logp = -0.5 * d2.clamp(min=0) / var - 0.5 * self.dim * torch.log(2 * math.pi * var)
+        elif bool(s2.min() == s2.max()):  # one noise level for the batch (what samplers do): matmuls
+            var = self.variances + s2[0]  # [K, D]
+            inv = 1 / var
+            d2 = (x * x) @ inv.T - 2 * x @ (self.means * inv).T + (self.means**2 * inv).sum(1)[None, :]
+            logp = -0.5 * d2 - 0.5 * torch.log(2 * math.pi * var).sum(1)[None, :]
+            var = var[None]  # [1, K, D]
         else:
             var = self.variances[None] + s2[:, None, None]  # [N, K, D]
             diff = x[:, None, :] - self.means[None]
@@ -112,6 +118,9 @@ class GaussianMixture:
                 shrink = torch.where(var > 0, shrink, torch.ones_like(shrink))
                 # sum_k r_k (mu_k + shrink_k (x - mu_k)) = (r*shrink).sum * x + (r*(1-shrink)) @ mu
                 out[sl] = (r * shrink).sum(1, keepdim=True) * xc + (r * (1 - shrink)) @ self.means
+            elif var.shape[0] == 1:  # shared noise level: sum_k r_k (shrink_k x + (1 - shrink_k) mu_k) by matmuls
+                shrink = torch.where(var[0] > 0, self.variances / var[0].clamp(min=torch.finfo(var.dtype).tiny), 1.0)
+                out[sl] = (r @ shrink) * xc + r @ ((1 - shrink) * self.means)
             else:
                 shrink = torch.where(var > 0, self.variances[None] / var.clamp(min=torch.finfo(var.dtype).tiny), 1.0)
                 post = self.means[None] + shrink * (xc[:, None, :] - self.means[None])

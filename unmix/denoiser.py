@@ -34,8 +34,8 @@ class Denoiser(Protocol):
 
 def sigma_batch(sigma: torch.Tensor | float, x: torch.Tensor) -> torch.Tensor:
     """Sigma as a [N] tensor in x's dtype and device (a scalar is broadcast over the batch)."""
-    sigma = torch.as_tensor(sigma, device=x.device)
-    sigma = sigma.to(x.dtype) if sigma.is_floating_point() else sigma.to(torch.get_default_dtype())
+    dtype = x.dtype if x.is_floating_point() else torch.get_default_dtype()
+    sigma = torch.as_tensor(sigma, dtype=dtype, device=x.device)  # python floats go straight to x's precision
     if sigma.ndim == 0:
         sigma = sigma.expand(x.shape[0])
     if sigma.shape != (x.shape[0],):
