@@ -4,7 +4,7 @@ Distributions: (a) "ring", 8 isotropic Gaussians on a circle of radius 0.8, std 
 (b) "digits", a 16-component diagonal mixture fitted to sklearn digits scaled to [-1, 1] (64-D).
 Every method starts from its own fixed-seed noise; its N samples are compared with N fresh true
 samples by sliced W2 (256 fixed directions) and by the gap in mean exact log-density
-(mean log p(true) - mean log p(samples), nats). The floor is the same metrics for true vs true.
+(mean log p(true) - mean log p(samples), nats). The floor is the same metrics for true vs true, averaged over 5 fresh true sets.
 
     python benchmarks/samplers.py [--n 20000] [--nfe 5 10 20 50 1000] [--dist ring digits] [--out docs/sampler_benchmark.md]
 """
@@ -39,7 +39,9 @@ def bench(dist: str, n: int, nfes: list[int], unmix_only: bool = False):
     gm = DISTS[dist]()
     shape = (n, *gm.event_shape)
     ref = gm.sample(n, torch.Generator().manual_seed(1))
-    floor = evaluate(gm, gm.sample(n, torch.Generator().manual_seed(2)), ref)
+    # one true-vs-true draw swings by +-30% (mode counts are multinomial): average five
+    draws = [evaluate(gm, gm.sample(n, torch.Generator().manual_seed(10 + i)), ref) for i in range(5)]
+    floor = tuple(sum(d[j] for d in draws) / len(draws) for j in range(2))
     rows = []  # (library, method, nfe, used, sw2, gap, seconds)
     for name in list_samplers():
         for nfe in nfes:

@@ -343,12 +343,34 @@ def get_sampler(name: str) -> SamplerSpec:
     return SAMPLERS[name]
 
 
-def default_sigmas(sampler: str, nfe: int, sigma_min: float = 0.002, sigma_max: float = 80.0) -> torch.Tensor:
-    """The grid `sample()` walks for this sampler and NFE budget (positive levels, then 0)."""
+def budget_sigma_range(steps: int) -> tuple[float, float]:
+    """(sigma_min, sigma_max) for a grid of `steps` levels: narrower when steps are few.
+
+    With many steps EDM's (0.002, 80) is right. With few, a step spent above sigma ~ 5 or below
+    ~0.02 buys little for data of unit scale, so the range shrinks geometrically: (0.02, 5) at
+    5 steps, (0.02, 12.6) at 10, (0.011, 80) at 20, (0.002, 80) from 50 on. Chosen by
+    benchmarks/tune_grid.py on tuning mixtures that the sampler benchmark does not use.
+    """
+    t_max = min(max((steps - 5) / 15, 0.0), 1.0)
+    t_min = min(max((steps - 10) / 40, 0.0), 1.0)
+    return 0.02 * 0.1**t_min, 5.0 * 16.0**t_max
+
+
+def default_sigmas(sampler: str, nfe: int, sigma_min: float | None = None, sigma_max: float | None = None) -> torch.Tensor:
+    """The grid `sample()` walks for this sampler and NFE budget (positive levels, then 0).
+
+    Unset ends come from budget_sigma_range; the spacing is the sampler's (Karras rho = 7 by default).
+    """
     spec = get_sampler(sampler)
     if not isinstance(nfe, int) or nfe < spec.min_nfe:
         raise UnmixError(f"sampler {sampler!r} needs nfe >= {spec.min_nfe}, got {nfe}")
     steps = spec.steps_for(nfe)
+    auto_min, auto_max = budget_sigma_range(steps)
+    sigma_min = auto_min if sigma_min is None else sigma_min
+    sigma_max = auto_max if sigma_max is None else sigma_max
+    if sigma_min <= 0 or sigma_max <= 0:
+        raise UnmixError(f"sigma_min and sigma_max must be > 0, got {sigma_min}, {sigma_max}")
+    sigma_min = min(sigma_min, sigma_max)
     if spec.grid == "loglinear":
         return loglinear_sigmas(steps, sigma_min, sigma_max)
     return karras_sigmas(steps, sigma_min, sigma_max, spec.rho)
@@ -365,8 +387,8 @@ def sample(
     cond: torch.Tensor | None = None,
     callback: Callback = None,
     sigmas: torch.Tensor | None = None,
-    sigma_min: float = 0.002,
-    sigma_max: float = 80.0,
+    sigma_min: float | None = None,
+    sigma_max: float | None = None,
     x_init: torch.Tensor | None = None,
     dtype: torch.dtype = torch.float32,
     device: torch.device | str | None = None,
@@ -377,7 +399,8 @@ def sample(
 
     `generator` may be one torch.Generator for the batch or a list of one per sample (then a batch
     equals the same seeds run one by one); `seed` is shorthand for torch.Generator().manual_seed(seed).
-    `sigmas` overrides the default grid; `x_init` overrides the start noise (already scaled).
+    `sigmas` overrides the default grid (see default_sigmas; sigma_min / sigma_max override its
+    ends); `x_init` overrides the start noise (already scaled by the grid's first level).
     Extra keyword options go to the sampler (eta, churn, order, ...).
     """
     spec = get_sampler(sampler)
@@ -387,8 +410,6 @@ def sample(
     event = getattr(denoiser, "event_shape", None)
     if event is not None and tuple(event) != shape[1:]:
         raise UnmixError(f"shape {list(shape[1:])} per sample does not match the denoiser's {list(event)}")
-    if sigma_min <= 0 or sigma_max <= 0:
-        raise UnmixError(f"sigma_min and sigma_max must be > 0, got {sigma_min}, {sigma_max}")
     if seed is not None:
         if generator is not None:
             raise UnmixError("pass either seed or generator, not both")
