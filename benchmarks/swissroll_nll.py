@@ -17,17 +17,18 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import platform
 import time
 from pathlib import Path
 
 import torch
 
 from unmix.api import load
+from unmix.checkpoint import list_checkpoints, open_checkpoint
 from unmix.data import Dataset
 from unmix.data.toys import load_toy
 from unmix.likelihood import ode_log_likelihood
 from unmix.metrics.toys import toy_mixture
+from time_to_quality import machine
 from unmix.train import TrainConfig, Trainer
 
 PAPER_K, PAPER_GAIN = 2.35, 6.45  # bits, Sohl-Dickstein et al. 2015, table 1 (swiss roll)
@@ -50,9 +51,12 @@ def main() -> None:
     unit = Dataset("swissroll", ((train - mean) / std).float())
     run = work / "run"
     start = time.perf_counter()
-    if not (run / "stats.jsonl").exists():
-        Trainer(TrainConfig(data="swissroll", steps=args.steps, out=str(run), threads=args.threads,
-                            sample_every=args.steps, checkpoint_every=args.steps), dataset=unit).run()
+    done = open_checkpoint(run).step if list_checkpoints(run) else 0
+    if done < args.steps:  # train, or continue a run that was stopped (Ctrl-C / SIGTERM save a checkpoint)
+        cfg = TrainConfig(data="swissroll", steps=args.steps, out=str(run), threads=args.threads,
+                          sample_every=args.steps, checkpoint_every=500)
+        Trainer(cfg, dataset=unit, resume=done > 0,
+                overrides={"steps": args.steps, "threads": args.threads} if done else None).run()
     train_seconds = time.perf_counter() - start
 
     held = load_toy("swissroll", n=args.n, seed=1).data.double()
@@ -72,10 +76,9 @@ def main() -> None:
         "unmix_bits": bits(logp), "unmix_bits_sem": sem(logp), "unmix_gain_bits": bits(logp - gauss),
         "true_density_bits": bits(truth), "gaussian_bits": bits(gauss),
         "paper_K_bits": PAPER_K, "paper_gain_bits": PAPER_GAIN,
-        "train_steps": args.steps, "train_seconds": round(train_seconds, 1), "ode_steps": args.ode_steps,
+        "train_steps": args.steps, "train_seconds_this_run": round(train_seconds, 1), "ode_steps": args.ode_steps,
         "ode_seconds": round(ode_seconds, 1), "n_held_out": args.n, "threads": args.threads,
-        "date": time.strftime("%Y-%m-%d"), "machine": f"{platform.processor() or platform.machine()}, "
-                                                     f"torch {torch.__version__}",
+        "date": time.strftime("%Y-%m-%d"), "machine": machine(),
     }
     (work / "result.json").write_text(json.dumps(result, indent=2) + "\n")
     print("| model | held-out log-likelihood K (bits/point) | K - L_null (bits) |")

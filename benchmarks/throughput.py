@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import statistics
 import time
 from pathlib import Path
@@ -20,7 +19,7 @@ from pathlib import Path
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from time_to_quality import DiffusersRecipe, diffusers_unet
+from time_to_quality import DiffusersRecipe, diffusers_unet, machine
 from unmix.data import load_dataset
 from unmix.samplers import DEFAULT_SAMPLER, sample
 from unmix.train import TrainConfig, ema_update, resolve
@@ -154,11 +153,11 @@ def main() -> None:
             "sampler_overhead_fraction_of_eval": overhead[k] / evals[k],
         }
     result = {"rows": rows, "matmul_gflops": peak / 1e9, "threads": args.threads, "batch": B,
-              "date": time.strftime("%Y-%m-%d"), "machine": f"{platform.processor() or platform.machine()}, "
-                                                             f"{torch.get_num_threads()} thread(s), torch {torch.__version__}"}
+              "date": time.strftime("%Y-%m-%d"), "machine": machine()}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
-    print(f"batch {B}, {args.threads} thread(s); float32 matmul {peak / 1e9:.1f} GFLOP/s; {result['date']}\n")
+    print(f"{result['machine']}; batch {B}, {args.threads} thread(s); float32 matmul {peak / 1e9:.1f} GFLOP/s; "
+          f"{result['date']}\n")
     print("| | parameters | MFLOP/image (fwd / train) | eval images/s | train images/s | eval / train FLOP/s vs matmul "
           "| sampler overhead per step |")
     print("|---|---|---|---|---|---|---|")

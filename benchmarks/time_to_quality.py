@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import platform
 import time
 from pathlib import Path
@@ -35,6 +36,15 @@ from unmix.metrics import evaluate
 
 STEPS = (1000, 2000, 5000, 10000)
 DIFFUSERS_SAMPLERS = {"DPM-Solver++ 2M, NFE 20": ("dpmsolver", 20), "DDPM, NFE 1000 (recommended)": ("ddpm", 1000)}
+
+
+def machine() -> str:
+    """The CPU's model name and core count, for result tables."""
+    try:
+        name = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
+    except (OSError, StopIteration):
+        name = platform.machine()
+    return f"{name}, {os.cpu_count()} cores, torch {torch.__version__}"
 
 
 # -- the diffusers recipe ----------------------------------------------------------------------------
@@ -198,8 +208,8 @@ def evaluate_all(args) -> None:
 def report(args) -> None:
     work = Path(args.work)
     results = json.loads((work / "results.json").read_text())
-    print(f"digits, n = {args.n} samples per row against all 1,797 digits; {platform.processor() or platform.machine()}, "
-          f"{args.threads} thread(s), torch {torch.__version__}, {time.strftime('%Y-%m-%d')}\n")
+    print(f"digits, n = {args.n} samples per row against all 1,797 digits; {machine()}, {args.threads} thread(s), "
+          f"{time.strftime('%Y-%m-%d')}\n")
     print("| recipe | steps | train time | sampler | FD | KID | precision | recall |")
     print("|---|---|---|---|---|---|---|---|")
     for r in sorted(results, key=lambda r: (r["step"], r["recipe"], r["sampler"])):

@@ -1,0 +1,29 @@
+"""The emoji feature space (a classifier of Unicode groups): built from the rendered font, then FD behaves."""
+import pytest
+import torch
+import torch.nn.functional as F
+
+from unmix.metrics import evaluate
+from unmix.metrics import features
+from unmix.metrics.cache import read_metadata
+
+torch.set_num_threads(1)
+
+
+@pytest.mark.slow
+def test_emoji_feature_space(tmp_path, monkeypatch):
+    pytest.importorskip("PIL")
+    from unmix.errors import UnmixError
+
+    try:
+        data = features.image_dataset("emoji")
+    except UnmixError as e:  # the font is a system package; without it there is no emoji dataset
+        pytest.skip(str(e))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    ref = features.reference("emoji")
+    meta = read_metadata(tmp_path / "unmix" / "metrics" / "emoji-featnet-v1.safetensors")
+    assert float(meta["val_accuracy"]) > 2 / data.num_classes  # well above chance
+    assert evaluate(data.images, "emoji")["fd"] < 1e-6
+    blurred = [evaluate(F.avg_pool2d(data.images, k, 1, k // 2), "emoji")["fd"] for k in (3, 5, 7)]
+    assert blurred[0] < blurred[1] < blurred[2]
+    assert ref.features.shape == (len(data.images), 64)

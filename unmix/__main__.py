@@ -1,0 +1,4 @@
+"""`python -m unmix` runs the command line."""
+from unmix.cli import main
+
+main()

@@ -1,0 +1,226 @@
+"""Checkpoints as folders that are safe to share: nothing in them is ever unpickled.
+
+    checkpoint-00001000/
+      config.json         network, recipe, data and training settings (enough to rebuild everything)
+      model.safetensors   raw weights
+      ema.safetensors     exponential moving average of the weights (what sampling uses)
+      state.safetensors   optimiser tensors and RNG states, for --resume
+      state.json          the non-tensor rest of the training state
+
+A checkpoint is written into a hidden temporary folder and renamed into place with os.replace, so
+a crash mid-write leaves the previous checkpoints as they were. A training output folder holds
+several checkpoints; the one with the highest step is the latest.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load, save_file
+
+from unmix.errors import UnmixError
+
+FORMAT, VERSION = "unmix-checkpoint", 1
+PREFIX = "checkpoint-"
+_NAME = re.compile(rf"^{PREFIX}(\d+)$")
+WEIGHTS = ("ema", "model")
+
+
+def _tensors(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {k: v.detach().to("cpu").contiguous() for k, v in state.items()}
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _write_json(path: Path, obj) -> None:
+    path.write_text(json.dumps(obj, indent=2, sort_keys=False) + "\n")
+
+
+# -- optimiser state <-> (tensors, json) ----------------------------------------------------------
+def flatten_state(obj, prefix: str = "") -> tuple[dict[str, torch.Tensor], object]:
+    """Split a nested dict/list structure into a flat {path: tensor} map and a JSON skeleton.
+
+    Tensors are replaced in the skeleton by {"$tensor": path}; dict keys are kept with their type
+    ({"$int": k} marks integer keys, as in optimizer.state_dict()).
+    """
+    if isinstance(obj, torch.Tensor):
+        return {prefix: obj}, {"$tensor": prefix}
+    if isinstance(obj, dict):
+        tensors, items = {}, []
+        for k, v in obj.items():
+            t, s = flatten_state(v, f"{prefix}.{k}" if prefix else str(k))
+            tensors.update(t)
+            items.append([{"$int": k} if isinstance(k, int) else k, s])
+        return tensors, {"$dict": items}
+    if isinstance(obj, (list, tuple)):
+        tensors, items = {}, []
+        for i, v in enumerate(obj):
+            t, s = flatten_state(v, f"{prefix}.{i}")
+            tensors.update(t)
+            items.append(s)
+        return tensors, items
+    return {}, obj
+
+
+def unflatten_state(skeleton, tensors: dict[str, torch.Tensor]):
+    if isinstance(skeleton, dict) and "$tensor" in skeleton:
+        return tensors[skeleton["$tensor"]]
+    if isinstance(skeleton, dict) and "$dict" in skeleton:
+        return {(k["$int"] if isinstance(k, dict) else k): unflatten_state(v, tensors) for k, v in skeleton["$dict"]}
+    if isinstance(skeleton, list):
+        return [unflatten_state(v, tensors) for v in skeleton]
+    return skeleton
+
+
+# -- writing --------------------------------------------------------------------------------------
+def save_checkpoint(
+    run_dir: str | os.PathLike,
+    step: int,
+    config: dict,
+    model: dict[str, torch.Tensor],
+    ema: dict[str, torch.Tensor],
+    state: dict | None = None,
+    keep: int = 3,
+) -> Path:
+    """Write checkpoint-<step> atomically into run_dir, then delete all but the newest `keep`.
+
+    `state` is any nested structure of tensors and JSON values (optimiser, RNG, counters).
+    """
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    final = run_dir / f"{PREFIX}{step:08d}"
+    for stale in run_dir.glob(".tmp-*"):  # left by a crashed write (one writer per folder)
+        shutil.rmtree(stale, ignore_errors=True)
+    tmp = run_dir / f".tmp-{final.name}-{os.getpid()}"
+    tmp.mkdir()
+    try:
+        _write_files(tmp, step, config, model, ema, state)
+        _fsync_dir(tmp)
+        if final.exists():  # re-saving the same step: move the old one aside first
+            old = run_dir / f".old-{final.name}-{os.getpid()}"
+            os.replace(final, old)
+            os.replace(tmp, final)
+            shutil.rmtree(old)
+        else:
+            os.replace(tmp, final)
+        _fsync_dir(run_dir)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    for old in list_checkpoints(run_dir)[:-keep] if keep > 0 else []:
+        shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+def _write_files(folder: Path, step: int, config: dict, model, ema, state) -> None:
+    _write_json(folder / "config.json", {"format": FORMAT, "version": VERSION, **config, "step": step})
+    save_file(_tensors(model), folder / "model.safetensors", metadata={"format": FORMAT})
+    save_file(_tensors(ema), folder / "ema.safetensors", metadata={"format": FORMAT})
+    if state is not None:
+        tensors, skeleton = flatten_state(state)
+        save_file(_tensors(tensors), folder / "state.safetensors", metadata={"format": FORMAT})
+        _write_json(folder / "state.json", skeleton)
+    for f in folder.iterdir():
+        with open(f, "rb") as fh:
+            os.fsync(fh.fileno())
+
+
+# -- finding and reading --------------------------------------------------------------------------
+def list_checkpoints(run_dir: str | os.PathLike) -> list[Path]:
+    """Complete checkpoints in a training output folder, oldest first."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        return []
+    found = [(int(m.group(1)), p) for p in run_dir.iterdir() if p.is_dir() and (m := _NAME.match(p.name))]
+    return [p for _, p in sorted(found)]
+
+
+def _describe_file(path: Path) -> str:
+    with open(path, "rb") as f:
+        head = f.read(4)
+    if head[:1] == b"\x80" or head == b"PK\x03\x04":
+        return (f"{path} is a pickle / torch.save file, not an unmix checkpoint; unmix never unpickles files "
+                "(they can run code). A checkpoint is a folder with config.json and model.safetensors")
+    return f"{path} is a file, not an unmix checkpoint folder (a folder with config.json and model.safetensors)"
+
+
+def resolve_checkpoint(path: str | os.PathLike) -> Path:
+    """A checkpoint folder itself, or the latest checkpoint inside a training output folder."""
+    path = Path(path).expanduser()
+    if not path.exists():
+        raise UnmixError(f"checkpoint {path} does not exist")
+    if path.is_file():
+        raise UnmixError(_describe_file(path))
+    if (path / "config.json").is_file():
+        return path
+    found = list_checkpoints(path)
+    if not found:
+        raise UnmixError(f"{path} holds no checkpoint (expected config.json + model.safetensors, "
+                         f"or {PREFIX}* folders from `unmix train`)")
+    return found[-1]
+
+
+@dataclass
+class Checkpoint:
+    """A checkpoint folder, read lazily: config first, tensors on demand."""
+
+    path: Path
+    config: dict
+
+    @property
+    def step(self) -> int:
+        return int(self.config.get("step", 0))
+
+    def weights(self, which: str = "ema") -> dict[str, torch.Tensor]:
+        if which not in WEIGHTS:
+            raise UnmixError(f"unknown weights {which!r}; valid: {', '.join(WEIGHTS)}")
+        return _load_tensors(self.path / f"{which}.safetensors")
+
+    def training_state(self) -> dict:
+        skeleton_path = self.path / "state.json"
+        if not skeleton_path.is_file():
+            raise UnmixError(f"checkpoint {self.path} has no training state (state.json); it can be sampled, not resumed")
+        skeleton = _read_json(skeleton_path)
+        return unflatten_state(skeleton, _load_tensors(self.path / "state.safetensors"))
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise UnmixError(f"{path} is not valid JSON ({e}); the checkpoint is damaged") from None
+
+
+def _load_tensors(path: Path) -> dict[str, torch.Tensor]:
+    if not path.is_file():
+        raise UnmixError(f"checkpoint file {path} is missing")
+    try:
+        return load(path.read_bytes())  # in memory, not mapped: a file replaced later cannot crash us
+    except (SafetensorError, OSError, ValueError) as e:
+        raise UnmixError(f"{path} is not a readable safetensors file ({e}); the checkpoint is damaged") from None
+
+
+def open_checkpoint(path: str | os.PathLike) -> Checkpoint:
+    """Locate and validate a checkpoint (its config), without loading tensors yet."""
+    folder = resolve_checkpoint(path)
+    config = _read_json(folder / "config.json")
+    if not isinstance(config, dict) or config.get("format") != FORMAT:
+        raise UnmixError(f"{folder} is not an unmix checkpoint (config.json lacks \"format\": \"{FORMAT}\")")
+    if int(config.get("version", 0)) > VERSION:
+        raise UnmixError(f"{folder} was written by a newer unmix (format version {config['version']}); upgrade unmix")
+    for key in ("net", "recipe"):
+        if key not in config:
+            raise UnmixError(f"{folder}/config.json has no {key!r} section; the checkpoint is damaged")
+    return Checkpoint(folder, config)

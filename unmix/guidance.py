@@ -1,0 +1,96 @@
+"""Classifier-free guidance (Ho & Salimans 2022) as a denoiser wrapper, so every sampler gets it.
+
+    D_w(x, s, c) = D(x, s, none) + w * (D(x, s, c) - D(x, s, none))
+
+w = 1 is plain conditional sampling, w = 0 unconditional, w > 1 pushes samples towards what makes
+the label likely. "none" is the reserved class index num_classes that training uses for dropped
+labels. Guidance may be limited to a sigma interval (Kynkaenniemi et al. 2024): outside it the
+wrapper returns the conditional denoiser alone.
+
+NFE: the conditional and unconditional halves go through the network as ONE call on a batch of
+2N rows, and one call is one evaluation, as everywhere in unmix. A guided step therefore costs one
+NFE but about twice the compute of an unguided one; steps outside the interval cost N rows.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+
+from unmix.denoiser import sigma_batch
+from unmix.errors import UnmixError
+
+DEFAULT_GUIDANCE = 2.0
+
+
+def num_classes(denoiser) -> int:
+    """How many classes a denoiser was conditioned on (0: unconditional), from it or its network's config."""
+    for owner in (denoiser, getattr(denoiser, "denoiser", None), getattr(denoiser, "net", None)):
+        n = getattr(owner, "num_classes", None)
+        if n is None:
+            n = getattr(getattr(owner, "config", None), "num_classes", None)
+        if n is not None:
+            return int(n)
+    return 0
+
+
+class ClassifierFreeGuidance:
+    """D_w = D_uncond + scale * (D_cond - D_uncond), optionally only for sigma in [sigma_lo, sigma_hi]."""
+
+    def __init__(self, denoiser, scale: float = DEFAULT_GUIDANCE, interval: tuple[float, float] | None = None):
+        self.denoiser = denoiser
+        self.num_classes = num_classes(denoiser)
+        if self.num_classes == 0:
+            raise UnmixError("guidance needs a class-conditional model; this one was trained without labels")
+        if not math.isfinite(scale) or scale < 0:
+            raise UnmixError(f"guidance scale must be a finite number >= 0, got {scale}")
+        self.scale = float(scale)
+        lo, hi = interval if interval is not None else (0.0, math.inf)
+        if not 0 <= lo < hi:
+            raise UnmixError(f"guidance interval must satisfy 0 <= sigma_lo < sigma_hi, got ({lo}, {hi})")
+        self.interval = (float(lo), float(hi))
+        self.event_shape = getattr(denoiser, "event_shape", None)
+
+    def __call__(self, x: torch.Tensor, sigma, cond=None) -> torch.Tensor:
+        if cond is None:
+            raise UnmixError("guidance needs a label to guide towards (pass cond / --label)")
+        sigma = sigma_batch(sigma, x)
+        cond = torch.as_tensor(cond, device=x.device).long().reshape(-1).expand(x.shape[0])
+        bad = (cond < 0) | (cond > self.num_classes)
+        if bool(bad.any()):
+            raise UnmixError(f"label {int(cond[bad][0])} is outside the model's classes 0..{self.num_classes - 1}")
+        lo, hi = self.interval
+        active = (sigma >= lo) & (sigma <= hi) & (cond != self.num_classes)
+        if self.scale == 1 or not bool(active.any()):
+            return self.denoiser(x, sigma, cond)
+        none = torch.full_like(cond, self.num_classes)
+        both = self.denoiser(torch.cat([x, x]), torch.cat([sigma, sigma]), torch.cat([cond, none]))
+        d_cond, d_uncond = both.chunk(2)
+        guided = d_uncond + self.scale * (d_cond - d_uncond)
+        return torch.where(active.reshape(-1, *([1] * (x.ndim - 1))), guided, d_cond)
+
+
+def steer(denoiser, cond, guidance: float | None = None, interval: tuple[float, float] | None = None):
+    """The denoiser to sample with: unchanged without labels; with labels, guided at `guidance`
+    (default DEFAULT_GUIDANCE, so a label alone already gives samples of that class)."""
+    if guidance is not None and num_classes(denoiser) == 0:
+        raise UnmixError("--guidance needs a class-conditional model; this one was trained without labels "
+                         "(train with --cond label)")
+    if cond is None:
+        if guidance is not None:
+            raise UnmixError("--guidance needs --label: the class to guide towards")
+        return denoiser
+    return ClassifierFreeGuidance(denoiser, DEFAULT_GUIDANCE if guidance is None else guidance, interval)
+
+
+def conditioning(denoiser, n: int, label: int | None = None, guidance: float | None = None):
+    """(denoiser, cond) for n samples of class `label` (None: unconditional), checked up front for the CLI."""
+    if label is not None:
+        k = num_classes(denoiser)
+        if k == 0:
+            raise UnmixError("--label needs a class-conditional model; this one was trained without labels "
+                             "(train with --cond label)")
+        if not 0 <= label < k:
+            raise UnmixError(f"label {label} is outside the model's classes 0..{k - 1}")
+    cond = None if label is None else torch.full((n,), label)
+    return steer(denoiser, cond, guidance), cond

@@ -1,0 +1,159 @@
+"""A DDPM-style U-Net (Ho et al. 2020; Nichol & Dhariwal 2021), rebuilt from a dataclass config.
+
+Residual blocks with GroupNorm take the noise/class embedding as a per-channel scale and shift;
+self-attention runs at the chosen levels (level 0 is full size, level i is size / 2^i); the last
+conv of every residual branch starts at zero so a fresh net is close to the identity map.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from unmix.errors import UnmixError
+from unmix.nets.embedding import ConditionEmbedding
+
+
+@dataclass
+class UNetConfig:
+    in_channels: int = 3
+    out_channels: int | None = None  # None: same as in_channels
+    channels: int = 64  # width at level 0
+    channel_mult: tuple[int, ...] = (1, 2, 2)  # one entry per level; len - 1 downsamplings
+    num_res_blocks: int = 2
+    attn_levels: tuple[int, ...] = (1,)
+    head_channels: int = 32
+    dropout: float = 0.0
+    num_classes: int = 0
+    noise_scale: float = 1.0  # c_noise multiplier before the sinusoidal features
+    groups: int = 32  # GroupNorm groups (reduced to divide the width)
+
+    def __post_init__(self):
+        self.channel_mult = tuple(int(m) for m in self.channel_mult)
+        self.attn_levels = tuple(int(a) for a in self.attn_levels)
+        if self.channels < 1 or not self.channel_mult or min(self.channel_mult) < 1:
+            raise UnmixError("U-Net needs channels >= 1 and a non-empty channel_mult of positive ints")
+        if self.num_res_blocks < 1:
+            raise UnmixError(f"U-Net needs num_res_blocks >= 1, got {self.num_res_blocks}")
+        bad = [a for a in self.attn_levels if not 0 <= a < len(self.channel_mult)]
+        if bad:
+            raise UnmixError(f"attention levels {bad} out of range 0..{len(self.channel_mult) - 1}")
+
+    @property
+    def levels(self) -> int:
+        return len(self.channel_mult)
+
+
+def _norm(ch: int, groups: int) -> nn.GroupNorm:
+    return nn.GroupNorm(math.gcd(groups, ch), ch)
+
+
+def _zero(module: nn.Module) -> nn.Module:
+    for p in module.parameters():
+        nn.init.zeros_(p)
+    return module
+
+
+class ResBlock(nn.Module):
+    def __init__(self, cin: int, cout: int, emb_dim: int, dropout: float, groups: int):
+        super().__init__()
+        self.norm1, self.conv1 = _norm(cin, groups), nn.Conv2d(cin, cout, 3, padding=1)
+        self.emb = nn.Linear(emb_dim, 2 * cout)
+        self.norm2, self.drop = _norm(cout, groups), nn.Dropout(dropout)
+        self.conv2 = _zero(nn.Conv2d(cout, cout, 3, padding=1))
+        self.skip = nn.Conv2d(cin, cout, 1) if cin != cout else nn.Identity()
+
+    def forward(self, x: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
+        h = self.conv1(F.silu(self.norm1(x)))
+        scale, shift = self.emb(F.silu(emb))[:, :, None, None].chunk(2, dim=1)
+        h = F.silu(self.norm2(h) * (1 + scale) + shift)
+        return self.skip(x) + self.conv2(self.drop(h))
+
+
+class Attention(nn.Module):
+    def __init__(self, ch: int, head_channels: int, groups: int):
+        super().__init__()
+        self.heads = max(1, ch // head_channels)
+        self.norm, self.qkv = _norm(ch, groups), nn.Conv2d(ch, 3 * ch, 1)
+        self.proj = _zero(nn.Conv2d(ch, ch, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        n, c, h, w = x.shape
+        q, k, v = self.qkv(self.norm(x)).reshape(n, 3, self.heads, c // self.heads, h * w).transpose(-1, -2).unbind(1)
+        out = F.scaled_dot_product_attention(q, k, v)  # [n, heads, hw, c/heads]
+        return x + self.proj(out.transpose(-1, -2).reshape(n, c, h, w))
+
+
+class Level(nn.Module):
+    """The residual blocks (each optionally followed by attention) at one resolution."""
+
+    def __init__(self, cins: list[int], cout: int, emb_dim: int, cfg: UNetConfig, attn: bool):
+        super().__init__()
+        self.blocks = nn.ModuleList(ResBlock(c, cout, emb_dim, cfg.dropout, cfg.groups) for c in cins)
+        self.attns = nn.ModuleList(
+            Attention(cout, cfg.head_channels, cfg.groups) if attn else nn.Identity() for _ in cins
+        )
+
+
+class UNet(nn.Module):
+    """net(x_in [N,C,H,W], c_noise [N], cond [N] | None) -> [N, out_channels, H, W]; H, W divisible by 2^(levels-1)."""
+
+    def __init__(self, config: UNetConfig):
+        super().__init__()
+        self.config = cfg = config
+        chs = [cfg.channels * m for m in cfg.channel_mult]
+        emb_dim = 4 * cfg.channels
+        self.embed = ConditionEmbedding(cfg.channels, emb_dim, cfg.num_classes, cfg.noise_scale)
+        self.conv_in = nn.Conv2d(cfg.in_channels, chs[0], 3, padding=1)
+        skips = [chs[0]]
+        self.down, self.downsample = nn.ModuleList(), nn.ModuleList()
+        cur = chs[0]
+        for i, ch in enumerate(chs):
+            self.down.append(Level([cur] + [ch] * (cfg.num_res_blocks - 1), ch, emb_dim, cfg, i in cfg.attn_levels))
+            cur = ch
+            skips += [ch] * cfg.num_res_blocks
+            if i < cfg.levels - 1:
+                self.downsample.append(nn.Conv2d(ch, ch, 3, stride=2, padding=1))
+                skips.append(ch)
+        self.mid1 = ResBlock(cur, cur, emb_dim, cfg.dropout, cfg.groups)
+        self.mid_attn = Attention(cur, cfg.head_channels, cfg.groups)
+        self.mid2 = ResBlock(cur, cur, emb_dim, cfg.dropout, cfg.groups)
+        self.up, self.upsample = nn.ModuleList(), nn.ModuleList()
+        for i, ch in reversed(list(enumerate(chs))):
+            cins = []
+            for _ in range(cfg.num_res_blocks + 1):
+                cins.append(cur + skips.pop())
+                cur = ch
+            self.up.append(Level(cins, ch, emb_dim, cfg, i in cfg.attn_levels))
+            if i > 0:
+                self.upsample.append(nn.Conv2d(ch, ch, 3, padding=1))
+        self.norm_out = _norm(cur, cfg.groups)
+        self.conv_out = _zero(nn.Conv2d(cur, cfg.out_channels or cfg.in_channels, 3, padding=1))
+
+    def forward(self, x: torch.Tensor, c_noise: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
+        k = 2 ** (self.config.levels - 1)
+        if x.ndim != 4 or x.shape[1] != self.config.in_channels or x.shape[2] % k or x.shape[3] % k:
+            raise UnmixError(
+                f"U-Net input must be [N, {self.config.in_channels}, H, W] with H and W divisible by {k}, "
+                f"got {list(x.shape)}"
+            )
+        emb = self.embed(c_noise, cond)
+        h = self.conv_in(x)
+        skips = [h]
+        for i, level in enumerate(self.down):
+            for block, attn in zip(level.blocks, level.attns):
+                h = attn(block(h, emb))
+                skips.append(h)
+            if i < len(self.downsample):
+                h = self.downsample[i](h)
+                skips.append(h)
+        h = self.mid2(self.mid_attn(self.mid1(h, emb)), emb)
+        for i, level in enumerate(self.up):
+            for block, attn in zip(level.blocks, level.attns):
+                h = attn(block(torch.cat([h, skips.pop()], dim=1), emb))
+            if i < len(self.upsample):
+                h = self.upsample[i](F.interpolate(h, scale_factor=2.0, mode="nearest"))
+        return self.conv_out(F.silu(self.norm_out(h)))
