@@ -98,15 +98,12 @@ def sample_ddpm(denoiser, x, sigmas, *, cond=None, generator=None, callback=None
 
 
 def sample_euler_ancestral(denoiser, x, sigmas, *, cond=None, generator=None, callback=None, eta: float = 1.0):
-    """Euler steps to sigma_down, then fresh noise back up to sigma_next (k-diffusion's ancestral Euler)."""
-    s = _levels(sigmas)
-    for i in range(len(s) - 1):
-        d = _denoise(denoiser, x, s[i], cond, callback, i)
-        down, up = _ancestral_split(s[i], s[i + 1], eta)
-        x = x + (down - s[i]) * (x - d) / s[i]
-        if up > 0:
-            x = x + up * rng.randn(x.shape, generator, x.dtype, x.device)
-    return x
+    """Euler to sigma_down, then fresh noise back up to sigma_next (k-diffusion's ancestral Euler).
+
+    Written out, x + (down - s) (x - x0_hat) / s + up z is DDIM's update, so this is DDIM with eta = 1
+    by default (and, at eta = 1, exactly DDPM's posterior step).
+    """
+    return sample_ddim(denoiser, x, sigmas, cond=cond, generator=generator, callback=callback, eta=eta)
 
 
 # --- Heun (EDM) -----------------------------------------------------------------------------------
