@@ -1,8 +1,11 @@
 """Measurements and pictures for the README's control section: guidance, inpainting and SDEdit.
 
     python benchmarks/control.py mixture    # inpainting vs the exact conditional of Gaussian mixtures
-    python benchmarks/control.py train      # class-conditional digits model, the held-out 10% excluded
-    python benchmarks/control.py digits     # that model: class accuracy + FD per guidance, held-out completions
+    python benchmarks/control.py train --cond label   # digits models, the held-out 10% excluded
+    python benchmarks/control.py train --cond none
+    python benchmarks/control.py classes    # class-conditional model: class accuracy + FD per guidance scale
+    python benchmarks/control.py complete   # both models: bottom halves of the held-out digits
+    python benchmarks/control.py ceiling    # the same with an exact denoiser of the training digits
     python benchmarks/control.py pictures   # docs/control_*.png
     python benchmarks/control.py report     # docs/control_results.md from the JSON the steps wrote
 
@@ -35,9 +38,10 @@ BOTTOM[:, 4:] = True  # fill in the bottom half, keep the top
 GUIDANCE_SCALES = (1.0, 1.5, 2.0, 3.0)
 NFE = 32  # what `unmix sample` uses by default
 INPAINT_METHODS = {  # name: inpaint() settings
-    "replace, NFE 32": dict(method="replace", nfe=32),
-    "replace, NFE 128": dict(method="replace", nfe=128),
-    "repaint j5 r4, base NFE 32": dict(method="repaint", nfe=32, jump=5, repeats=4),
+    "replace, ipndm": dict(method="replace", sampler="ipndm", nfe=32),
+    "replace, ddpm": dict(method="replace", sampler="ddpm", nfe=32),
+    "repaint j5 r4, ddpm": dict(method="repaint", sampler="ddpm", nfe=32, jump=5, repeats=4),
+    "repaint j1 r10, ddpm": dict(method="repaint", sampler="ddpm", nfe=20, jump=1, repeats=10),
 }
 
 
@@ -114,19 +118,19 @@ def cmd_train(args) -> None:
     from unmix.train import TrainConfig, Trainer
 
     train, _ = digits_split()
-    cfg = TrainConfig(data="digits", cond="label", out=str(args.work / "digits-cond"), steps=args.steps,
+    cfg = TrainConfig(data="digits", cond=args.cond, out=str(args.work / f"digits-{args.cond}"), steps=args.steps,
                       threads=args.threads)
     t = time.time()
     result = Trainer(cfg, dataset=train).run(progress=True)
-    record(args.work, "train", {"checkpoint": str(result.checkpoint), "steps": result.step, "items": len(train),
+    record(args.work, f"train-{args.cond}", {"checkpoint": str(result.checkpoint), "steps": result.step, "items": len(train),
                                 "minutes": round((time.time() - t) / 60, 1), "loss": result.last_stats.get("loss")})
 
 
-def load_model(args):
+def load_model(args, cond: str = "label"):
     from unmix.api import load
 
     torch.set_num_threads(args.threads)
-    return load(args.work / "digits-cond")
+    return load(args.work / f"digits-{cond}")
 
 
 @torch.no_grad()
@@ -149,34 +153,69 @@ def classify(x: torch.Tensor) -> torch.Tensor:
         return reference("digits").net(x.float()).argmax(1)
 
 
-def cmd_digits(args) -> None:
+def cmd_classes(args) -> None:
+    """Class accuracy and FD of the class-conditional model per guidance scale, and unconditional."""
     from unmix.metrics.evaluate import evaluate
 
     model = load_model(args)
     n = args.n
     labels = torch.arange(n) % 10
-    rows = []
     t = time.time()
-    x = draw(model, n)
-    rows.append({"guidance": "unconditional", **_quality(evaluate(x, "digits")), "seconds": round(time.time() - t)})
-    print(rows[-1])
+    rows = [{"guidance": "unconditional", **_quality(evaluate(draw(model, n), "digits")),
+             "seconds": round(time.time() - t)}]
     for w in GUIDANCE_SCALES:
         t = time.time()
         x = draw(model, n, labels, w)
         acc = float((classify(x) == labels).float().mean())
         rows.append({"guidance": w, "accuracy": acc, **_quality(evaluate(x, "digits")), "seconds": round(time.time() - t)})
         print(rows[-1])
+    record(args.work, "classes", {"checkpoint": str(model.checkpoint), "n": n, "sampler": DEFAULT_SAMPLER, "nfe": NFE,
+                                  "rows": rows})
+
+
+def cmd_complete(args) -> None:
+    """Bottom-half completion of every held-out digit (no label) by the --cond model, per method, scored by the
+    classifier; rows of the other model already in complete.json are kept."""
     _, held = digits_split()
     y, truth = held.batch(torch.arange(len(held)))
-    completions = {"originals (ceiling)": float((classify(y) == truth).float().mean()),
-                   "top half only, bottom black": float((classify(torch.where(BOTTOM, -1.0, y)) == truth).float().mean())}
+    score = lambda x: float((classify(x.clamp(-1, 1)) == truth).float().mean())  # noqa: E731
+    rows = [{"completion": "originals (classifier ceiling)", "accuracy": score(y)},
+            {"completion": "top half only, bottom black", "accuracy": score(torch.where(BOTTOM, -1.0, y))}]
+    done = args.work / "complete.json"
+    if done.is_file():
+        rows += [r for r in json.loads(done.read_text())["rows"] if r.get("model") not in (None, args.cond)]
+    model = load_model(args, args.cond)
     for name, settings in INPAINT_METHODS.items():
         x, used = inpaint(model, y, BOTTOM, len(y), generator=generators_from_seeds(range(len(y))), return_nfe=True,
                           **settings)
-        completions[f"{name} ({used} NFE)"] = float((classify(x.clamp(-1, 1)) == truth).float().mean())
-        print(name, completions[f"{name} ({used} NFE)"])
-    record(args.work, "digits", {"checkpoint": str(model.checkpoint), "n": n, "sampler": DEFAULT_SAMPLER, "nfe": NFE,
-                                 "classes": rows, "completion_accuracy": completions, "held_out": len(held)})
+        rows.append({"model": args.cond, "completion": name, "nfe": used, "accuracy": score(x)})
+        print(rows[-1])
+    record(args.work, "complete", {"held_out": len(held), "rows": rows})
+
+
+def cmd_ceiling(args) -> None:
+    """How well completion could do with a perfect model: an exact kernel-density denoiser of the training
+    digits (std 0.1), through the same methods, and its exact conditional mean (no sampler at all)."""
+    torch.set_num_threads(args.threads)
+    train, held = digits_split()
+    x0, _ = train.batch(torch.arange(len(train)))
+    y, truth = held.batch(torch.arange(len(held)))
+    kde = GaussianMixture(torch.full((len(x0),), 1 / len(x0)), x0.reshape(len(x0), -1), torch.full((len(x0),), 0.01),
+                          event_shape=(1, 8, 8))
+    score = lambda x: float((classify(x.float().clamp(-1, 1)) == truth).float().mean())  # noqa: E731
+    rows = []
+    for name, settings in INPAINT_METHODS.items():
+        x, used = inpaint(kde, y.double(), BOTTOM, len(y), generator=generators_from_seeds(range(len(y))),
+                          return_nfe=True, **settings)
+        rows.append({"model": "exact KDE of the training digits", "completion": name, "nfe": used, "accuracy": score(x)})
+        print(rows[-1])
+    means = []
+    for img in y.double():
+        c = exact_conditional(kde, img, BOTTOM)
+        means.append(torch.cat([img.reshape(-1)[:32], c.weights @ c.means]).reshape(1, 8, 8))
+    rows.append({"model": "exact KDE of the training digits", "completion": "exact conditional mean (no sampling)",
+                 "accuracy": score(torch.stack(means))})
+    record(args.work, "ceiling", {"rows": rows})
 
 
 def _quality(m: dict) -> dict:
@@ -257,24 +296,31 @@ def cmd_report(args) -> None:
             lines += [f"| {r['method']} | {r['sampler']} | {r['nfe']} | {r['sw2']:.4f} | {r['sw2'] / r['floor']:.1f}x |"
                       for r in sub]
             lines.append("")
-    if (args.work / "digits.json").is_file():
-        d, tr = load("digits"), load("train")
+    if (args.work / "classes.json").is_file():
+        d, tr = load("classes"), load("train-label")
         lines += ["### Class-conditional digits", "",
-                  f"`unmix train --data digits --cond label` recipe ({tr['steps']} steps, {tr['minutes']} CPU minutes), "
-                  f"trained on {tr['items']} digits: the fixed held-out 10% ({d['held_out']} digits, "
-                  "`unmix.inpaint.holdout_split`) never seen. "
+                  f"The `unmix train --data digits --cond label` recipe ({tr['steps']} steps, {tr['minutes']} CPU minutes "
+                  f"on a shared machine), trained on {tr['items']} digits: the fixed held-out 10% "
+                  "(`unmix.inpaint.holdout_split`) never seen. "
                   f"{d['n']} samples per row ({d['n'] // 10} per class), {d['sampler']} at NFE {d['nfe']} "
                   "(a guided NFE is one call on a doubled batch); accuracy by the `unmix eval` digits classifier, "
                   "FD / KID / precision / recall in its feature space against all digits.", "",
                   "| guidance | class accuracy | FD | KID | precision | recall |", "|---|---:|---:|---:|---:|---:|"]
-        for r in d["classes"]:
+        for r in d["rows"]:
             acc = f"{100 * r['accuracy']:.1f}%" if "accuracy" in r else "-"
             lines.append(f"| {r['guidance']} | {acc} | {r['fd']:.2f} | {r['kid']:.4f} | {r['precision']:.3f} | "
                          f"{r['recall']:.3f} |")
-        lines += ["", f"Default guidance: {DEFAULT_GUIDANCE}.", "", "### Completing held-out digits", "",
-                  f"Bottom half filled in for each of the {d['held_out']} held-out digits (no label given); "
-                  "share classified as the original digit:", "", "| completion | accuracy |", "|---|---:|"]
-        lines += [f"| {k} | {100 * v:.1f}% |" for k, v in d["completion_accuracy"].items()]
+        lines += ["", f"Default guidance: {DEFAULT_GUIDANCE}.", ""]
+    if (args.work / "complete.json").is_file():
+        d = load("complete")
+        lines += ["### Completing held-out digits", "",
+                  f"Bottom half filled in for each of the {d['held_out']} held-out digits, no label given, base grid "
+                  "NFE 32; share classified as the original digit. Models: `none` trained without labels, "
+                  "`label` the class-conditional one above used without a label.", "",
+                  "| model | completion | NFE | accuracy |", "|---|---|---:|---:|"]
+        rows = d["rows"] + (load("ceiling")["rows"] if (args.work / "ceiling.json").is_file() else [])
+        lines += [f"| {r.get('model', '-')} | {r['completion']} | {r.get('nfe', '-')} | {100 * r['accuracy']:.1f}% |"
+                  for r in rows]
         lines.append("")
     lines += ["### Pictures", "",
               f"![one row per class, guidance {DEFAULT_GUIDANCE}](docs/control_classes.png)", "",
@@ -286,15 +332,18 @@ def cmd_report(args) -> None:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("step", choices=["mixture", "train", "digits", "pictures", "report"])
+    p.add_argument("step", choices=["mixture", "train", "classes", "complete", "ceiling", "pictures", "report"])
     p.add_argument("--work", type=Path, default=WORK)
     p.add_argument("--steps", type=int, default=None, help="training steps (default: the digits preset)")
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--cond", choices=["label", "none"], default="label", help="train: with labels or without")
     p.add_argument("--n", type=int, default=1000, help="samples per measurement")
     p.add_argument("--observations", type=int, default=8, help="observed images per mixture")
     args = p.parse_args()
     print(f"{platform.node()} {platform.processor()} torch {torch.__version__}")
-    steps = {"mixture": cmd_mixture, "train": cmd_train, "digits": cmd_digits, "pictures": cmd_pictures,
+    steps = {"mixture": cmd_mixture, "train": cmd_train, "classes": cmd_classes, "complete": cmd_complete,
+             "ceiling": cmd_ceiling,
+             "pictures": cmd_pictures,
              "report": cmd_report}
     steps[args.step](args)
 

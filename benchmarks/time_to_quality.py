@@ -13,6 +13,7 @@ measured with `unmix eval` (FD, KID, precision, recall against all 1,797 digits)
     flock /tmp/unmix-heavy.lock python benchmarks/time_to_quality.py train-unmix
     flock /tmp/unmix-heavy.lock python benchmarks/time_to_quality.py train-diffusers
     flock /tmp/unmix-heavy.lock python benchmarks/time_to_quality.py evaluate
+    flock /tmp/unmix-heavy.lock python benchmarks/time_to_quality.py nll     # bits/dim of the last checkpoints
     python benchmarks/time_to_quality.py report          # markdown table from the JSON
 
 Training writes checkpoints under --work and a JSON of seconds per step; `evaluate` measures whatever
@@ -205,31 +206,62 @@ def evaluate_all(args) -> None:
             record("diffusers", step, label, diff_seconds.get(step, math.nan), x, time.perf_counter() - start)
 
 
+def likelihoods(args) -> None:
+    """Bits/dim of both recipes' last checkpoints on the same seeded digits: unmix's (continuous-time)
+    by the probability-flow ODE, the diffusers model (discrete-time) by DDPM's VLB and by the ODE."""
+    from safetensors.torch import load_file
+
+    from unmix.denoiser import NetworkDenoiser
+    from unmix.likelihood import checkpoint_nll, ode_bits_per_dim, vlb_bits_per_dim
+    from unmix.schedules import DiscreteSchedule
+
+    torch.set_num_threads(args.threads)
+    work, step, n = Path(args.work), max(args.steps), args.n_nll
+    rows = [{"recipe": "unmix", "method": "ode", **checkpoint_nll(work / "unmix" / f"checkpoint-{step:08d}", "ode", n, steps=32)}]
+    unet = diffusers_unet()
+    unet.load_state_dict(load_file(work / "diffusers" / f"ema-{step:08d}.safetensors"))
+    schedule = DiscreteSchedule.linear()
+    denoiser = NetworkDenoiser(lambda x, t, cond: unet.eval()(x, t).sample, "eps", schedule=schedule)
+    data = load_dataset("digits")
+    g = torch.Generator().manual_seed(0)
+    x0, _ = data.batch(torch.randperm(len(data), generator=g)[:n])  # the items checkpoint_nll measures
+    rows.append({"recipe": "diffusers", "method": "vlb", **vlb_bits_per_dim(denoiser, x0, schedule, 17, generator=g)})
+    rows.append({"recipe": "diffusers", "method": "ode", **ode_bits_per_dim(
+        denoiser, x0, 17, sigma_min=schedule.sigma_min, sigma_max=schedule.sigma_max, steps=32, generator=g)})
+    (work / "nll.json").write_text(json.dumps(rows, indent=1))
+    print("| recipe | steps | method | bits/dim |\n|---|---|---|---|")
+    for r in rows:
+        print(f"| {r['recipe']} | {step} | {r['method']} | {r['bits_per_dim']:.3f} +- {r['bits_per_dim_sem']:.3f} |")
+
+
 def report(args) -> None:
     work = Path(args.work)
     results = json.loads((work / "results.json").read_text())
     print(f"digits, n = {args.n} samples per row against all 1,797 digits; {machine()}, {args.threads} thread(s), "
           f"{time.strftime('%Y-%m-%d')}\n")
-    print("| recipe | steps | train time | sampler | FD | KID | precision | recall |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("| recipe | steps | train time | sampler | sampling time | FD | KID | precision | recall |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for r in sorted(results, key=lambda r: (r["step"], r["recipe"], r["sampler"])):
-        print(f"| {r['recipe']} | {r['step']} | {r['train_seconds'] / 60:.1f} min | {r['sampler']} | {r['fd']:.2f} | "
-              f"{r['kid']:.2f} | {r['precision']:.3f} | {r['recall']:.3f} |")
+        print(f"| {r['recipe']} | {r['step']} | {r['train_seconds'] / 60:.1f} min | {r['sampler']} | "
+              f"{r['sample_seconds']:.0f} s | {r['fd']:.2f} | {r['kid']:.2f} | {r['precision']:.3f} | {r['recall']:.3f} |")
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("command", choices=["train-unmix", "train-diffusers", "evaluate", "report"])
+    p.add_argument("command", choices=["train-unmix", "train-diffusers", "evaluate", "nll", "report"])
     p.add_argument("--steps", type=lambda s: tuple(int(v) for v in s.split(",")), default=STEPS,
                    help="comma-separated optimizer steps to checkpoint and measure")
     p.add_argument("--total-steps", type=int, default=max(STEPS),
                    help="diffusers: the run length its cosine decay is planned for (stop early with --steps)")
     p.add_argument("--n", type=int, default=1000, help="samples per measurement")
+    p.add_argument("--n-nll", type=int, default=128, help="digits measured by `nll`")
     p.add_argument("--max-nfe", type=int, default=1000, help="skip samplers above this NFE (the DDPM column is slow)")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--work", default="runs/time_to_quality")
     args = p.parse_args()
-    {"train-unmix": train_unmix, "train-diffusers": train_diffusers, "evaluate": evaluate_all, "report": report}[args.command](args)
+    commands = {"train-unmix": train_unmix, "train-diffusers": train_diffusers, "evaluate": evaluate_all,
+                "nll": likelihoods, "report": report}
+    commands[args.command](args)
 
 
 if __name__ == "__main__":

@@ -95,7 +95,8 @@ def test_nll_vlb_and_ode_on_a_checkpoint(digits_ckpt, ring_ckpt, tmp_path, capsy
     assert np.isfinite(json.loads((tmp_path / "o.json").read_text())["bits_per_dim"])
     code, out, err = _run(capsys, "nll", ring_ckpt, "--n", 16, "--steps", 4)
     assert code == 0, err
-    assert "log_likelihood_nats" in out and "method          ode" in out
+    lines = dict(line.split(maxsplit=1) for line in out.strip().splitlines())
+    assert lines["method"] == "ode" and "log_likelihood_nats" in lines
 
 
 def test_bad_inputs_give_one_line_and_exit_2(digits_ckpt, ring_ckpt, tmp_path, capsys):
@@ -111,6 +112,7 @@ def test_bad_inputs_give_one_line_and_exit_2(digits_ckpt, ring_ckpt, tmp_path, c
         (("eval", "--samples", wrong_shape), "do not match digits"),
         (("eval", "--samples", few), "too few"),
         (("eval", "--samples", tmp_path / "missing.npy"), "missing.npy"),
+        (("eval", "--samples", pickled), "not a plain .npy array"),
         (("eval", pickled), "pickle"),
         (("eval", empty), "holds no checkpoint"),
         (("eval", digits_ckpt, "--n", 10), "too few"),

@@ -85,7 +85,7 @@ def test_dry_run_prints_the_config_and_trains_nothing(tmp_path, capsys):
     assert code == 0
     cfg = json.loads(out)
     assert cfg["recipe"]["name"] == "v" and cfg["train"]["label_dropout"] == 0.1 and cfg["net"]["num_classes"] == 10
-    assert cfg["train"]["steps"] == 1500 and cfg["parameters"] > 0
+    assert cfg["train"]["steps"] == 1000 and cfg["parameters"] > 0
     assert not (tmp_path / "dry").exists()
 
 

@@ -78,9 +78,9 @@ class TrainConfig:
 RUNTIME_KEYS = {"steps", "minutes", "out", "checkpoint_every", "keep", "sample_every", "log_every",
                 "sampler", "nfe", "device", "threads", "compile"}
 
-# Per-dataset defaults, sized for a 2-core CPU: digits in ~6 minutes; emoji and folders want longer (or a GPU).
+# Per-dataset defaults, sized for a 2-core CPU: digits in about 5 minutes; emoji and folders want longer (or a GPU).
 PRESETS = {
-    "digits": dict(batch_size=128, lr=2e-3, ema_halflife_kimg=20.0, steps=1500,
+    "digits": dict(batch_size=128, lr=2e-3, ema_halflife_kimg=20.0, steps=1000,
                    net=dict(kind="unet", channels=32, num_res_blocks=2)),
     "emoji": dict(batch_size=32, lr=1e-3, ema_halflife_kimg=10.0, steps=20000,
                   net=dict(kind="unet", channels=32, num_res_blocks=1)),

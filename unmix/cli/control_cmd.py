@@ -11,12 +11,13 @@ from PIL import Image
 from unmix.cli.app import app
 from unmix.data.images import auto_scale, make_grid, pil_to_array, read_image, resize_crop, to_pil
 from unmix.errors import UnmixError
-from unmix.guidance import conditioning
+from unmix.guidance import DEFAULT_GUIDANCE, conditioning
 from unmix.rng import generators_from_seeds
 from unmix.samplers import DEFAULT_SAMPLER
 
 LABEL = typer.Option(None, "--label", help="Class to steer towards (class-conditional models).")
-GUIDANCE = typer.Option(None, "--guidance", help="Classifier-free guidance scale (default 2 with --label).")
+GUIDANCE = typer.Option(None, "--guidance",
+                        help=f"Classifier-free guidance scale (default {DEFAULT_GUIDANCE} with --label).")
 
 
 def _fit(img: Image.Image, shape) -> Image.Image:

@@ -24,7 +24,7 @@ def _ints(text: str | None, flag: str) -> list[int] | None:
 def train(
     data: str = typer.Option(None, help="digits (default) | emoji | swissroll | ring | moons | folder:PATH"),
     out: str = typer.Option(None, help="Output folder (default runs/<data>)"),
-    steps: int = typer.Option(None, help="Total optimiser steps (default: the dataset preset, 1500 for digits)"),
+    steps: int = typer.Option(None, help="Total optimiser steps (default: the dataset preset, 1000 for digits)"),
     minutes: float = typer.Option(None, help="Stop after this many minutes (with --steps: whichever comes first)"),
     resume: bool = typer.Option(False, "--resume", help="Continue the latest checkpoint in --out"),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the resolved configuration and exit"),

@@ -120,4 +120,5 @@ def evaluate_checkpoint(path: str | os.PathLike, n: int = 1000, sampler: str = D
 
 def format_metrics(metrics: dict) -> list[str]:
     """One line per entry: name, then value (floats to 6 significant digits)."""
-    return [f"{k:<16}{v:.6g}" if isinstance(v, float) else f"{k:<16}{v}" for k, v in metrics.items()]
+    width = max(map(len, metrics), default=0) + 2
+    return [f"{k:<{width}}{v:.6g}" if isinstance(v, float) else f"{k:<{width}}{v}" for k, v in metrics.items()]
