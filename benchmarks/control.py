@@ -45,6 +45,10 @@ INPAINT_METHODS = {  # name: inpaint() settings
 }
 
 
+PICTURE_INPAINT = INPAINT_METHODS["repaint j1 r10, ddpm"]
+EDIT_STRENGTHS = (0.0, 0.2, 0.3, 0.4, 0.5, 0.6, 0.8, 1.0)
+
+
 def digits_split() -> tuple[Dataset, Dataset]:
     """The digits without / with only the fixed held-out 10% (unmix.inpaint.holdout_split, seed 0)."""
     ds = load_dataset("digits")
@@ -224,26 +228,24 @@ def _quality(m: dict) -> dict:
 
 # -- pictures --------------------------------------------------------------------------------------
 def cmd_pictures(args) -> None:
+    """The class grid (conditional model), inpainting and SDEdit examples (model trained without labels)."""
     from unmix.data.images import make_grid
 
     DOCS.mkdir(exist_ok=True)
-    model = load_model(args)
     labels = torch.arange(10).repeat_interleave(10)  # one row per class
-    x = draw(model, len(labels), labels, DEFAULT_GUIDANCE)
+    x = draw(load_model(args, "label"), len(labels), labels, DEFAULT_GUIDANCE)
     make_grid(x, nrow=10, scale=6).save(DOCS / "control_classes.png")
+    model = load_model(args, "none")
     _, held = digits_split()
     y, _ = held.batch(torch.arange(6))
     rows = []
     for img in y:
-        done = inpaint(model, img, BOTTOM, 6, method="repaint", nfe=32, jump=5, repeats=4,
-                       generator=generators_from_seeds(range(6))).clamp(-1, 1)
+        done = inpaint(model, img, BOTTOM, 6, generator=generators_from_seeds(range(6)), **PICTURE_INPAINT).clamp(-1, 1)
         rows.append(torch.cat([img[None], torch.where(BOTTOM, 0.0, img)[None], done]))
     make_grid(torch.cat(rows), nrow=8, scale=6).save(DOCS / "control_inpaint.png")
-    strengths = [0.0, 0.2, 0.3, 0.4, 0.5, 0.6, 0.8, 1.0]
     y, _ = held.batch(torch.arange(6, 10))
-    tiles = [edit(model, img, s, 1, seed=0).clamp(-1, 1) for img in y for s in strengths]
-    make_grid(torch.cat(tiles), nrow=len(strengths), scale=6).save(DOCS / "control_edit.png")
-    record(args.work, "pictures", {"strengths": strengths, "guidance": DEFAULT_GUIDANCE})
+    tiles = [edit(model, img, s, 1, seed=0).clamp(-1, 1) for img in y for s in EDIT_STRENGTHS]
+    make_grid(torch.cat(tiles), nrow=len(EDIT_STRENGTHS), scale=6).save(DOCS / "control_edit.png")
 
 
 # -- the results page ------------------------------------------------------------------------------
@@ -253,7 +255,7 @@ Every control is a wrapper around the one denoiser interface, so it works with e
 
 ```bash
 unmix train --data digits --cond label --out runs/digits-cond      # labels dropped 10% of the time
-unmix sample runs/digits-cond --label 3 --guidance 2               # classifier-free guidance
+unmix sample runs/digits-cond --label 3 --guidance 1.5             # classifier-free guidance
 unmix inpaint runs/digits-cond digit.png --mask mask.png --n 8     # white = fill in, black = keep
 unmix edit runs/digits-cond digit.png --strength 0.5               # SDEdit: 0 = unchanged, 1 = new sample
 ```
@@ -266,7 +268,7 @@ from unmix.inpaint import inpaint
 from unmix.samplers import sample
 
 model = unmix.load("runs/digits-cond")
-threes = sample(ClassifierFreeGuidance(model.denoiser, 2.0), (16, 1, 8, 8), cond=torch.full((16,), 3))
+threes = sample(ClassifierFreeGuidance(model.denoiser, 1.5), (16, 1, 8, 8), cond=torch.full((16,), 3))
 filled = inpaint(model, image, mask, 8, method="repaint")   # image [1, 8, 8] in [-1, 1], mask True = fill in
 edited = edit(model, image, strength=0.5, n=8)
 ```
@@ -312,11 +314,14 @@ def cmd_report(args) -> None:
                          f"{r['recall']:.3f} |")
         lines += ["", f"Default guidance: {DEFAULT_GUIDANCE}.", ""]
     if (args.work / "complete.json").is_file():
-        d = load("complete")
+        d, tr = load("complete"), load("train-none")
         lines += ["### Completing held-out digits", "",
-                  f"Bottom half filled in for each of the {d['held_out']} held-out digits, no label given, base grid "
-                  "NFE 32; share classified as the original digit. Models: `none` trained without labels, "
-                  "`label` the class-conditional one above used without a label.", "",
+                  f"Bottom half filled in for each of the {d['held_out']} held-out digits, no label given; share "
+                  "classified as the original digit (NFE counts every call). Models: `none` trained without labels "
+                  f"({tr['steps']} steps, same split), `label` the class-conditional one above used without a label, "
+                  "and an exact kernel-density denoiser of the training digits (std 0.1) as a perfect model. Even the "
+                  "perfect model stays far below its exact conditional mean through these samplers: the gap to the "
+                  "80% goal is the inpainting methods' bias (as in the mixture tables), not the networks.", "",
                   "| model | completion | NFE | accuracy |", "|---|---|---:|---:|"]
         rows = d["rows"] + (load("ceiling")["rows"] if (args.work / "ceiling.json").is_file() else [])
         lines += [f"| {r.get('model', '-')} | {r['completion']} | {r.get('nfe', '-')} | {100 * r['accuracy']:.1f}% |"
@@ -324,8 +329,9 @@ def cmd_report(args) -> None:
         lines.append("")
     lines += ["### Pictures", "",
               f"![one row per class, guidance {DEFAULT_GUIDANCE}](docs/control_classes.png)", "",
-              "![inpainting: original, known top half, six RePaint completions](docs/control_inpaint.png)", "",
-              "![SDEdit: strength 0, 0.2, 0.3, 0.4, 0.5, 0.6, 0.8, 1](docs/control_edit.png)", ""]
+              "![held-out digits: original, known top half, six RePaint (j1 r10, ddpm) completions]"
+              "(docs/control_inpaint.png)", "",
+              f"![SDEdit of held-out digits at strength {', '.join(map(str, EDIT_STRENGTHS))}](docs/control_edit.png)", ""]
     (DOCS / "control_results.md").write_text("\n".join(lines))
     print("\n".join(lines))
 

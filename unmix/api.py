@@ -80,9 +80,11 @@ class Model:
 
     @torch.no_grad()
     def sample(self, n: int = 16, seed: int = 0, seeds=None, sampler: str | None = None, nfe: int = 32,
-               labels=None, device=None, batch_size: int = 256, callback=None, **options) -> torch.Tensor:
+               labels=None, guidance: float | None = None, device=None, batch_size: int = 256, callback=None,
+               **options) -> torch.Tensor:
         """n samples [n, *shape], clamped to [-1, 1]. Sample i uses seed + i (or seeds[i]), so it does
         not depend on n or the batch size. `callback(step, sigma, x, x0_hat)` sees each batch's steps."""
+        from unmix.guidance import steer
         from unmix.samplers import DEFAULT_SAMPLER, sample
 
         if n < 1:
@@ -94,7 +96,7 @@ class Model:
         self.net.to(device)
         cond = self.labels_for(labels, n)
         sigma_min, sigma_max = self.recipe.sigma_range()
-        denoiser = self.denoiser
+        denoiser = steer(self.denoiser, cond, guidance)
         out = []
         for lo in range(0, n, batch_size):
             hi = min(n, lo + batch_size)

@@ -40,6 +40,7 @@ def sample(
     nfe: int = typer.Option(32, help="Network evaluations per sample"),
     out: str = typer.Option("samples", help="Folder for grid.png and one PNG per sample"),
     label: str = typer.Option(None, help="Class label(s) for a class-conditional model: one for all, or one per sample"),
+    guidance: float = typer.Option(None, help="Classifier-free guidance scale with --label (default 1.5; 1 = none)"),
     save_npy: str = typer.Option(None, help="Also save the raw samples (float32, [-1, 1], NCHW) to this .npy file"),
     gif: str = typer.Option(None, help="Also save a GIF of the reverse process (x_sigma | x0_hat) to this file"),
     nrow: int = typer.Option(None, help="Images per grid row (default: about square)"),
@@ -70,7 +71,7 @@ def sample(
     model = load(checkpoint, weights=weights, device=dev)
     labels = model.labels_for(_labels(label), n)
     recorder = _Recorder() if gif else None
-    x = model.sample(n, seed=seed, seeds=seed_list, sampler=sampler, nfe=nfe, labels=labels,
+    x = model.sample(n, seed=seed, seeds=seed_list, sampler=sampler, nfe=nfe, labels=labels, guidance=guidance,
                      batch_size=batch_size, callback=recorder)
     folder = Path(out)
     folder.mkdir(parents=True, exist_ok=True)
