@@ -117,6 +117,7 @@ def test_bad_inputs_give_one_line_exit_2_and_leave_checkpoints_alone(run_dir, tm
         ("noise", "--image", tmp_path / "truncated.png"): "cannot read image",
         ("noise", "--image", tmp_path / "small.png"): "smaller than --size 64",
         ("noise", "--data", "mnist"): "unknown dataset",
+        ("train", "--out", run_dir, "--bogus-flag"): "No such option: --bogus-flag",
     }
     for args, expected in cases.items():
         code, _, err = cli(capsys, *args)

@@ -134,3 +134,13 @@ def test_dataset_batch_and_describe():
     x, y = ds.batch(torch.tensor([0]))
     assert x.flatten().tolist() == [-1.0, 1.0] and y.tolist() == [0]
     assert ds.describe() == {"name": "t", "shape": [1, 1, 2], "size": 1, "class_names": ["a"]}
+
+
+def test_grid_layout_and_grey_gaps_for_rgb_and_grey():
+    from unmix.data.images import make_grid
+
+    rgb = make_grid(torch.ones(5, 3, 4, 4), nrow=3, pad=2)
+    assert rgb.size == (3 * 6 + 2, 2 * 6 + 2) and rgb.getpixel((0, 0)) == (128, 128, 128)
+    assert rgb.getpixel((2, 2)) == (255, 255, 255)
+    grey = make_grid(-torch.ones(2, 1, 4, 4), pad=1)
+    assert grey.mode == "L" and grey.getpixel((0, 0)) == 128 and grey.getpixel((1, 1)) == 0

@@ -48,12 +48,16 @@ def run_app(argv: list[str] | None = None) -> int:
     except Exception as e:  # click usage errors (bad flag) arrive here in non-standalone mode
         import click
 
-        if isinstance(e, click.exceptions.ClickException):
+        try:  # typer >= 0.20 raises its vendored copy of click's exceptions
+            from typer._click import exceptions as vendored
+        except ImportError:
+            vendored = click.exceptions
+        if isinstance(e, (click.exceptions.ClickException, vendored.ClickException)):
             if debug:
                 raise
             print(f"error: {e.format_message()}", file=sys.stderr)
             return 2
-        if isinstance(e, click.exceptions.Abort):
+        if isinstance(e, (click.exceptions.Abort, vendored.Abort)):
             print("aborted", file=sys.stderr)
             return 130
         raise

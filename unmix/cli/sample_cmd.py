@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import typer
+from tqdm import tqdm
 
 from unmix.cli.app import app
 from unmix.errors import UnmixError
@@ -48,12 +49,13 @@ def sample(
     weights: str = typer.Option("ema", help="ema (default) or model (the raw, non-averaged weights)"),
     device: str = typer.Option("auto", help="auto | cpu | cuda | cuda:N"),
     batch_size: int = typer.Option(256, help="Samples per network batch"),
+    threads: int = typer.Option(None, help="CPU threads (default: PyTorch's choice)"),
     list_samplers: bool = typer.Option(False, "--list-samplers", help="List the samplers and exit"),
 ):
     """Generate samples from a trained model: a PNG grid, single PNGs, optionally raw .npy and a GIF."""
     from unmix import samplers
     from unmix.api import load
-    from unmix.data.images import make_grid, render_batch, to_pil
+    from unmix.data.images import render_batch, to_pil
 
     if list_samplers:
         for name, spec in samplers.SAMPLERS.items():
@@ -64,15 +66,25 @@ def sample(
     seed_list = _seed_list(seeds)
     if seed_list is not None:
         n = len(seed_list)
-    if n < 1 or nfe < 1 or batch_size < 1:
-        raise UnmixError("--n, --nfe and --batch-size must be >= 1")
+    if n < 1 or nfe < 1 or batch_size < 1 or (threads is not None and threads < 1):
+        raise UnmixError("--n, --nfe, --batch-size and --threads must be >= 1")
+    if threads:
+        torch.set_num_threads(threads)
     samplers.get_sampler(sampler or samplers.DEFAULT_SAMPLER)
     dev = "cuda" if device == "auto" and torch.cuda.is_available() else ("cpu" if device == "auto" else device)
     model = load(checkpoint, weights=weights, device=dev)
     labels = model.labels_for(_labels(label), n)
     recorder = _Recorder() if gif else None
-    x = model.sample(n, seed=seed, seeds=seed_list, sampler=sampler, nfe=nfe, labels=labels, guidance=guidance,
-                     batch_size=batch_size, callback=recorder)
+    bar = tqdm(total=math.ceil(n / batch_size) * nfe, desc="sample", unit="eval", leave=False, dynamic_ncols=True)
+
+    def callback(*args):
+        bar.update(1)
+        if recorder is not None:
+            recorder(*args)
+
+    with bar:
+        x = model.sample(n, seed=seed, seeds=seed_list, sampler=sampler, nfe=nfe, labels=labels, guidance=guidance,
+                         batch_size=batch_size, callback=callback)
     folder = Path(out)
     folder.mkdir(parents=True, exist_ok=True)
     is_image = x.ndim == 4

@@ -80,7 +80,8 @@ def make_grid(x: torch.Tensor, nrow: int | None = None, pad: int = 2, scale: int
     rows = math.ceil(n / nrow)
     tiles = [to_pil(t, scale) for t in x]
     w, h = tiles[0].size
-    grid = Image.new(tiles[0].mode, (nrow * (w + pad) + pad, rows * (h + pad) + pad), 128)
+    grey = 128 if tiles[0].mode == "L" else (128, 128, 128)
+    grid = Image.new(tiles[0].mode, (nrow * (w + pad) + pad, rows * (h + pad) + pad), grey)
     for i, t in enumerate(tiles):
         grid.paste(t, (pad + (i % nrow) * (w + pad), pad + (i // nrow) * (h + pad)))
     return grid
