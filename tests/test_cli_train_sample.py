@@ -89,6 +89,13 @@ def test_dry_run_prints_the_config_and_trains_nothing(tmp_path, capsys):
     assert not (tmp_path / "dry").exists()
 
 
+def test_sigma_data_reaches_the_stored_recipe(tmp_path, capsys):
+    code, out, _ = cli(capsys, "train", "--data", "swissroll", "--out", tmp_path / "dry", "--dry-run", "--sigma-data", "1")
+    assert code == 0 and json.loads(out)["recipe"]["sigma_data"] == 1.0
+    code, _, err = cli(capsys, "train", "--out", tmp_path / "dry", "--dry-run", "--sigma-data", "-1")
+    assert code == 2 and "--sigma-data must be positive" in err
+
+
 def test_bad_inputs_give_one_line_exit_2_and_leave_checkpoints_alone(run_dir, tmp_path, capsys):
     before = digest(run_dir)
     (tmp_path / "model.pkl").write_bytes(pickle.dumps({"a": 1}))

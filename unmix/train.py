@@ -41,6 +41,7 @@ class TrainConfig:
     out: str | None = None  # default runs/<data>
     recipe: str = "edm"
     min_snr_gamma: float = 0.0
+    sigma_data: float = 0.5  # EDM: the data's standard deviation (0.5 suits images in [-1, 1]; 1 for standardised data)
     steps: int | None = None  # total optimiser steps (a resumed run continues up to it)
     minutes: float | None = None  # wall-clock budget for this invocation
     batch_size: int | None = None
@@ -111,7 +112,7 @@ def check_config(cfg: TrainConfig) -> None:
     if cfg.steps is not None and cfg.steps < 0:
         raise UnmixError(f"--steps must be >= 0, got {cfg.steps}")
     for name in ("minutes", "batch_size", "lr", "ema_halflife_kimg", "accum", "checkpoint_every", "sample_every",
-                 "log_every", "nfe", "threads", "size"):
+                 "log_every", "nfe", "threads", "size", "sigma_data"):
         value = getattr(cfg, name)
         if value is not None and value <= 0:
             raise UnmixError(f"--{name.replace('_', '-')} must be positive, got {value}")
@@ -151,7 +152,7 @@ def resolve(cfg: TrainConfig, ds: Dataset) -> tuple[TrainConfig, dict, Recipe]:
         from unmix.samplers import DEFAULT_SAMPLER
 
         cfg.sampler = DEFAULT_SAMPLER
-    recipe = Recipe.from_name(cfg.recipe, min_snr_gamma=cfg.min_snr_gamma)
+    recipe = Recipe.from_name(cfg.recipe, min_snr_gamma=cfg.min_snr_gamma, sigma_data=cfg.sigma_data)
     num_classes = ds.num_classes if cfg.cond == "label" else 0
     if ds.is_image:
         net = {"kind": "unet", **_image_net_defaults(ds.shape), **preset["net"], "in_channels": ds.shape[0]}

@@ -31,6 +31,7 @@ def train(
     size: int = typer.Option(None, help="Image side for emoji and folder data (default 32)"),
     recipe: str = typer.Option(None, help="edm (default) | ddpm | v"),
     min_snr: float = typer.Option(None, help="Min-SNR-gamma loss weighting (e.g. 5; 0 = off)"),
+    sigma_data: float = typer.Option(None, help="Standard deviation of the data for the EDM preconditioning (default 0.5)"),
     batch_size: int = typer.Option(None, "--batch-size", "--batch", help="Images per optimiser step, over all processes"),
     lr: float = typer.Option(None, help="Peak learning rate (AdamW)"),
     warmup_steps: int = typer.Option(None, help="Linear learning-rate warm-up steps"),
@@ -60,6 +61,7 @@ def train(
     from unmix.train import TrainConfig, Trainer
 
     given = dict(data=data, out=out, steps=steps, minutes=minutes, size=size, recipe=recipe, min_snr_gamma=min_snr,
+                 sigma_data=sigma_data,
                  batch_size=batch_size, lr=lr, warmup_steps=warmup_steps, grad_clip=grad_clip,
                  ema_halflife_kimg=ema_halflife, accum=accum, seed=seed, cond=cond, label_dropout=label_dropout,
                  checkpoint_every=checkpoint_every, keep=keep, sample_every=sample_every, log_every=log_every,
