@@ -69,9 +69,11 @@ def inpaint(
     image: Path = typer.Argument(..., help="Image to complete (read as the model's channels and size)."),
     mask: Path = typer.Option(..., "--mask", help="Mask PNG of the image's size: white = fill in, black = keep."),
     n: int = typer.Option(8, "--n", help="Number of completions."),
-    method: str = typer.Option("repaint", "--method", help="repaint (resampling) or replace (2015)."),
+    method: str = typer.Option("repaint", "--method",
+                               help="repaint (resampling), replace (2015) or guided (reconstruction guidance)."),
     jump: int = typer.Option(5, "--jump", help="RePaint: steps per resampled segment."),
     repeats: int = typer.Option(4, "--repeats", help="RePaint: times each segment is sampled."),
+    weight: float = typer.Option(1.0, "--weight", help="guided: strength of the pull towards the known pixels (>= 0)."),
     sampler: str = typer.Option(DEFAULT_SAMPLER, "--sampler"),
     nfe: int = typer.Option(20, "--nfe", help="Sampler grid size (RePaint spends about repeats times this)."),
     seed: int = typer.Option(0, "--seed", help="Completion i uses seed + i."),
@@ -92,8 +94,11 @@ def inpaint(
     lo, hi = model.recipe.sigma_range()
     seeds = generators_from_seeds(range(seed, seed + n))
     x, used = run(denoiser, y, m, n, method=method, sampler=sampler, nfe=nfe, jump=jump, repeats=repeats,
-                  generator=seeds, cond=cond, sigma_min=lo, sigma_max=hi, return_nfe=True)
-    typer.echo(f"{method} with {sampler}: {used} denoiser calls")
+                  weight=weight, generator=seeds, cond=cond, sigma_min=lo, sigma_max=hi, return_nfe=True)
+    if method == "guided":
+        typer.echo(f"{method} with {sampler}: {used} NFE ({used // 2} denoiser calls, each a forward and a backward pass)")
+    else:
+        typer.echo(f"{method} with {sampler}: {used} denoiser calls")
     shown = torch.where(m, torch.zeros_like(y), y)  # the known part, unknown pixels grey
     _write(out, "inpaint", x.float().clamp(-1, 1), [y, shown], save_npy)
 
