@@ -120,7 +120,8 @@ def train_unmix(args) -> None:
                       checkpoint_every=math.gcd(*args.steps), keep=max(args.steps) // math.gcd(*args.steps),
                       sample_every=max(args.steps), log_every=100)
     resume = bool(list_checkpoints(out))  # a run cut short continues where it stopped
-    Trainer(cfg, resume=resume, overrides={"steps": cfg.steps, "threads": args.threads} if resume else None).run()
+    runtime = {"steps": cfg.steps, "threads": args.threads, "checkpoint_every": cfg.checkpoint_every, "keep": cfg.keep}
+    Trainer(cfg, resume=resume, overrides=runtime if resume else None).run()  # a shorter earlier run kept fewer
 
 
 def train_diffusers(args) -> None:
