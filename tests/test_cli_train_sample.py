@@ -180,3 +180,11 @@ def test_sigterm_saves_a_checkpoint_and_exits_cleanly(tmp_path):
     assert c.step >= 5
     assert run_app(["train", "--out", str(out), "--resume", "--steps", str(c.step + 3), "--threads", "1"]) == 0
     assert open_checkpoint(out).step == c.step + 3
+
+
+def test_thread_count_follows_flag_then_omp_num_threads(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    code, out, _ = cli(capsys, "train", "--out", tmp_path / "dry", "--dry-run")
+    assert code == 0 and json.loads(out)["threads"] == 1
+    code, out, _ = cli(capsys, "train", "--out", tmp_path / "dry", "--dry-run", "--threads", "3")
+    assert code == 0 and json.loads(out)["threads"] == 3

@@ -328,8 +328,12 @@ class Trainer:
         }
 
     def _threads(self) -> int:
+        """--threads, else OMP_NUM_THREADS when the user set it, else the physical cores shared among local ranks."""
+        omp = os.environ.get("OMP_NUM_THREADS", "")
+        if self.config.threads or (omp.isdigit() and int(omp) > 0):
+            return self.config.threads or int(omp)
         local_world = int(os.environ.get("LOCAL_WORLD_SIZE", str(self.dist.world)))
-        return self.config.threads or max(1, physical_cores() // local_world)
+        return max(1, physical_cores() // local_world)
 
     # -- the loop ---------------------------------------------------------------------------------
     def run(self, progress: bool = True) -> TrainResult:

@@ -53,7 +53,7 @@ def train(
     sampler: str = typer.Option(None, help="Sampler for the preview grids"),
     nfe: int = typer.Option(None, help="Network evaluations per preview sample"),
     device: str = typer.Option(None, help="auto | cpu | cuda | cuda:N"),
-    threads: int = typer.Option(None, help="CPU threads (default: physical cores / processes)"),
+    threads: int = typer.Option(None, help="CPU threads (default: OMP_NUM_THREADS if set, else physical cores / processes)"),
     compile: bool = typer.Option(None, "--compile/--no-compile", help="torch.compile the network"),
     precision: str = typer.Option(None, help="auto (bf16 autocast on CUDA only) | fp32 | bf16"),
 ):
