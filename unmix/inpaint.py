@@ -14,6 +14,8 @@ guided (reconstruction guidance, Ho et al. 2022, "Video Diffusion Models"; the l
     approximation of Song et al. 2023, Pi-GDM): replace, plus a correction of the unknown pixels of
     x0_hat by the gradient of how badly x0_hat(x_sigma) misses the observation (see `Reconstruction`).
     Each call runs the network forward and backward; it is counted as 2 NFE.
+guided_repaint: RePaint's resampling schedule with the guided denoiser: the resampling corrects what
+    the guidance's Gaussian approximation gets wrong, at `repeats` times the cost of guided.
 
 All end by pasting the observation, so known pixels come out exactly as given.
 `exact_conditional` gives the true answer for a Gaussian mixture, to measure both against.
@@ -31,7 +33,7 @@ from unmix.denoiser import CountingDenoiser, expand_like, sigma_batch
 from unmix.errors import UnmixError
 from unmix.samplers import DEFAULT_SAMPLER, default_sigmas, get_sampler
 
-METHODS = ("replace", "repaint", "guided")
+METHODS = ("replace", "repaint", "guided", "guided_repaint")
 SIGMA_DATA = 0.5  # the data std the guidance scale assumes: images in [-1, 1] (as the EDM recipe)
 
 
@@ -76,8 +78,10 @@ class Reconstruction:
     known pixels of the result are the observation, as in KnownPixels.
     """
 
-    def __init__(self, denoiser, image: torch.Tensor, mask: torch.Tensor, weight: float, sigma_data: float = SIGMA_DATA):
-        self.denoiser, self.image, self.mask, self.weight, self.sigma_data = denoiser, image, mask, weight, sigma_data
+    def __init__(self, denoiser, image: torch.Tensor, mask: torch.Tensor, weight: float,
+                 sigma_data: float = SIGMA_DATA):
+        self.denoiser, self.image, self.mask = denoiser, image, mask
+        self.weight, self.sigma_data = weight, sigma_data
         self.event_shape = getattr(denoiser, "event_shape", None)
         self.calls = 0
 
@@ -130,8 +134,8 @@ def inpaint(
     `nfe` sets the sampler's grid (`sigmas` overrides it); repaint walks it `repeats` times per
     segment, so its total NFE is about repeats * nfe, plus one call per re-noised segment (see
     `_descend`). guided walks the grid once with reconstruction guidance of strength `weight`; each of
-    its calls is a forward and a backward pass, counted as 2 NFE. Returns [n, C, H, W] (and the NFE
-    used when return_nfe).
+    its calls is a forward and a backward pass, counted as 2 NFE; guided_repaint walks it as repaint
+    does, with guided calls. Returns [n, C, H, W] (and the NFE used when return_nfe).
     """
     if method not in METHODS:
         raise UnmixError(f"unknown inpainting method {method!r}; valid: {', '.join(METHODS)}")
@@ -147,7 +151,7 @@ def inpaint(
     if sigmas is None:
         sigmas = default_sigmas(sampler, nfe, sigma_min, sigma_max)
     grid = torch.as_tensor(sigmas, dtype=torch.float64)
-    if method == "guided":
+    if method in ("guided", "guided_repaint"):
         counter = Reconstruction(denoiser, y, mask, weight)
     else:
         counter = CountingDenoiser(KnownPixels(denoiser, y, mask))

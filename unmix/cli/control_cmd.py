@@ -70,10 +70,12 @@ def inpaint(
     mask: Path = typer.Option(..., "--mask", help="Mask PNG of the image's size: white = fill in, black = keep."),
     n: int = typer.Option(8, "--n", help="Number of completions."),
     method: str = typer.Option("repaint", "--method",
-                               help="repaint (resampling), replace (2015) or guided (reconstruction guidance)."),
+                               help="repaint (resampling), replace (2015), guided (reconstruction guidance) or "
+                                    "guided_repaint (both)."),
     jump: int = typer.Option(5, "--jump", help="RePaint: steps per resampled segment."),
     repeats: int = typer.Option(4, "--repeats", help="RePaint: times each segment is sampled."),
-    weight: float = typer.Option(1.0, "--weight", help="guided: strength of the pull towards the known pixels (>= 0)."),
+    weight: float = typer.Option(1.0, "--weight",
+                                 help="guided: strength of the pull towards the known pixels (>= 0)."),
     sampler: str = typer.Option(DEFAULT_SAMPLER, "--sampler"),
     nfe: int = typer.Option(20, "--nfe", help="Sampler grid size (RePaint spends about repeats times this)."),
     seed: int = typer.Option(0, "--seed", help="Completion i uses seed + i."),
@@ -95,8 +97,9 @@ def inpaint(
     seeds = generators_from_seeds(range(seed, seed + n))
     x, used = run(denoiser, y, m, n, method=method, sampler=sampler, nfe=nfe, jump=jump, repeats=repeats,
                   weight=weight, generator=seeds, cond=cond, sigma_min=lo, sigma_max=hi, return_nfe=True)
-    if method == "guided":
-        typer.echo(f"{method} with {sampler}: {used} NFE ({used // 2} denoiser calls, each a forward and a backward pass)")
+    if method.startswith("guided"):
+        typer.echo(f"{method} with {sampler}: {used} NFE "
+                   f"({used // 2} denoiser calls, each a forward and a backward pass)")
     else:
         typer.echo(f"{method} with {sampler}: {used} denoiser calls")
     shown = torch.where(m, torch.zeros_like(y), y)  # the known part, unknown pixels grey
