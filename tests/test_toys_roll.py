@@ -23,7 +23,8 @@ def thin_roll_entropy(noise: float) -> float:
     t ~ U(1.5 pi, 4.5 pi) puts density 1 / (3 pi |c'(t)|) on arc length, |c'(t)| = sqrt(1 + t^2) / 15,
     and the blur adds a 1-D Gaussian across the curve: h = log(3 pi) + E log|c'(t)| + log(2 pi e s^2) / 2."""
     t = 1.5 * math.pi * (1 + 2 * (torch.arange(100_000, dtype=torch.float64) + 0.5) / 100_000)
-    return math.log(3 * math.pi) + float(((1 + t**2).sqrt() / 15).log().mean()) + 0.5 * math.log(2 * math.pi * math.e * noise**2)
+    speed = (1 + t**2).sqrt() / 15
+    return math.log(3 * math.pi) + float(speed.log().mean()) + 0.5 * math.log(2 * math.pi * math.e * noise**2)
 
 
 def standardised_bits(noise: float, n: int = 1000) -> float:
