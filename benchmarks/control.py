@@ -436,7 +436,7 @@ def cmd_report(args) -> None:
                   "the 80% goal; replacement and RePaint stay far below it even with the perfect model, which is "
                   "their bias, not the networks'. Reconstruction guidance (`guided`, each call a forward and a "
                   "backward pass, counted as 2 NFE) closes most of that gap, and with RePaint's resampling on top "
-                  "(`guided repaint`) the network trained without labels passes 80%. The guidance weights were chosen "
+                  "(`guided repaint`) both networks pass 80% at w = 2. The guidance weights were chosen "
                   "on training digits only (next table), never on these: w = 2 was the best for the network, w = 1 "
                   "for the KDE; both are shown.", "",
                   "| model | completion | NFE | accuracy |", "|---|---|---:|---:|"]
