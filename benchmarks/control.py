@@ -470,10 +470,10 @@ def cmd_report(args) -> None:
                 lines.append(f"| {model} | " + " | ".join(f"{100 * acc[w]:.1f}%" for w in weights) + " |")
         lines.append("")
     lines += ["### Pictures", "",
-              f"![one row per class, guidance {DEFAULT_GUIDANCE}](docs/control_classes.png)", "",
+              f"![one row per class, guidance {DEFAULT_GUIDANCE}](control_classes.png)", "",
               f"![held-out digits: original, known top half, six completions ({PICTURE_INPAINT}, model `none`)]"
-              "(docs/control_inpaint.png)", "",
-              f"![SDEdit of held-out digits at strength {', '.join(map(str, EDIT_STRENGTHS))}](docs/control_edit.png)", ""]
+              "(control_inpaint.png)", "",
+              f"![SDEdit of held-out digits at strength {', '.join(map(str, EDIT_STRENGTHS))}](control_edit.png)", ""]
     (DOCS / "control_results.md").write_text("\n".join(lines))
     print("\n".join(lines))
 
