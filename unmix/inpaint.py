@@ -34,7 +34,7 @@ from unmix.errors import UnmixError
 from unmix.samplers import DEFAULT_SAMPLER, default_sigmas, get_sampler
 
 METHODS = ("replace", "repaint", "guided", "guided_repaint")
-SIGMA_DATA = 0.5  # the data std the guidance scale assumes: images in [-1, 1] (as the EDM recipe)
+SIGMA_DATA = 0.5  # the data std the guidance scale assumes when the denoiser does not say (images in [-1, 1])
 
 
 def check_mask(mask, image_shape) -> torch.Tensor:
@@ -79,9 +79,11 @@ class Reconstruction:
     """
 
     def __init__(self, denoiser, image: torch.Tensor, mask: torch.Tensor, weight: float,
-                 sigma_data: float = SIGMA_DATA):
+                 sigma_data: float | None = None):
         self.denoiser, self.image, self.mask = denoiser, image, mask
-        self.weight, self.sigma_data = weight, sigma_data
+        # a network denoiser knows the data std it was trained for (train --sigma-data); use it
+        self.weight = weight
+        self.sigma_data = sigma_data or getattr(denoiser, "sigma_data", None) or SIGMA_DATA
         self.event_shape = getattr(denoiser, "event_shape", None)
         self.calls = 0
 
