@@ -96,6 +96,17 @@ def test_sigma_data_reaches_the_stored_recipe(tmp_path, capsys):
     assert code == 2 and "--sigma-data must be positive" in err
 
 
+def test_noise_level_distribution_and_patch_reach_the_checkpoint_config(tmp_path, capsys):
+    code, out, _ = cli(capsys, "train", "--out", tmp_path / "dry", "--dry-run", "--p-mean", "-0.5", "--p-std", "1.5",
+                       "--patch", "2", "--channel-mult", "1,2", "--attn", "1")
+    d = json.loads(out)
+    assert code == 0 and (d["recipe"]["p_mean"], d["recipe"]["p_std"], d["net"]["patch_size"]) == (-0.5, 1.5, 2)
+    for bad, message in [(["--p-std", "0"], "--p-std must be positive"), (["--p-mean", "nan"], "--p-mean must be a finite"),
+                         (["--p-mean", "0", "--recipe", "ddpm"], "needs the edm recipe")]:
+        code, _, err = cli(capsys, "train", "--out", tmp_path / "dry", "--dry-run", *bad)
+        assert code == 2 and message in err and len(err.strip().splitlines()) == 1
+
+
 def test_bad_inputs_give_one_line_exit_2_and_leave_checkpoints_alone(run_dir, tmp_path, capsys):
     before = digest(run_dir)
     (tmp_path / "model.pkl").write_bytes(pickle.dumps({"a": 1}))

@@ -23,6 +23,7 @@ def _perturb(net):
         (dict(in_channels=3, channels=16, channel_mult=(1, 2), num_res_blocks=1, attn_levels=()), (2, 3, 16, 16)),
         (dict(in_channels=4, out_channels=2, channels=8, channel_mult=(1, 1, 2), attn_levels=(0,)), (2, 4, 8, 12)),
         (dict(in_channels=3, channels=12, channel_mult=(1, 2, 2, 2), dropout=0.1, head_channels=8), (1, 3, 16, 24)),
+        (dict(in_channels=3, channels=16, channel_mult=(1, 2), patch_size=2, attn_levels=(0, 1)), (2, 3, 8, 12)),
     ],
 )
 def test_unet_shapes_any_channels_and_non_square(cfg, shape):
@@ -45,6 +46,11 @@ def test_unet_rejects_sizes_not_divisible_by_levels():
         net(torch.randn(1, 1, 6, 8), torch.zeros(1))
     with pytest.raises(UnmixError, match="attention levels"):
         UNetConfig(channel_mult=(1, 2), attn_levels=(3,))
+    patched = UNet(UNetConfig(in_channels=1, channels=8, channel_mult=(1, 2, 2), patch_size=2))
+    with pytest.raises(UnmixError, match="divisible by 8"):  # 2 (patch) * 4 (two downsamplings)
+        patched(torch.randn(1, 1, 12, 8), torch.zeros(1))
+    with pytest.raises(UnmixError, match="patch_size"):
+        UNetConfig(patch_size=0)
 
 
 def test_class_conditioning_with_reserved_no_label_index():

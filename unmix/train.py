@@ -42,6 +42,8 @@ class TrainConfig:
     recipe: str = "edm"
     min_snr_gamma: float = 0.0
     sigma_data: float = 0.5  # EDM: the data's standard deviation (0.5 suits images in [-1, 1]; 1 for standardised data)
+    p_mean: float | None = None  # EDM: mean of ln(sigma) in training (None: the dataset preset, else -1.2)
+    p_std: float | None = None  # EDM: std of ln(sigma) in training (None: the dataset preset, else 1.2)
     steps: int | None = None  # total optimiser steps (a resumed run continues up to it)
     minutes: float | None = None  # wall-clock budget for this invocation
     batch_size: int | None = None
@@ -84,8 +86,11 @@ RUNTIME_KEYS = {"steps", "minutes", "out", "checkpoint_every", "keep", "sample_e
 PRESETS = {
     "digits": dict(batch_size=128, lr=2e-3, ema_halflife_kimg=20.0, steps=1000,
                    net=dict(kind="unet", channels=32, num_res_blocks=2)),
+    # emoji: 2x2 patches into a 64-channel U-Net at 16/8/4 pixels. Per 30 CPU minutes it halves the FD of the
+    # 32-channel full-resolution U-Net (16.9 against 31.9) and is the first to draw faces and rounded squares.
     "emoji": dict(batch_size=32, lr=1e-3, ema_halflife_kimg=10.0, steps=20000,
-                  net=dict(kind="unet", channels=32, num_res_blocks=1)),
+                  net=dict(kind="unet", patch_size=2, channels=64, channel_mult=[1, 2, 2], attn_levels=[1, 2],
+                           num_res_blocks=1)),
     "image": dict(batch_size=64, lr=1e-3, ema_halflife_kimg=50.0, steps=20000,
                   net=dict(kind="unet", channels=64, num_res_blocks=2)),
     "points": dict(batch_size=512, lr=1e-3, ema_halflife_kimg=50.0, steps=4000,
@@ -112,12 +117,17 @@ def check_config(cfg: TrainConfig) -> None:
     if cfg.steps is not None and cfg.steps < 0:
         raise UnmixError(f"--steps must be >= 0, got {cfg.steps}")
     for name in ("minutes", "batch_size", "lr", "ema_halflife_kimg", "accum", "checkpoint_every", "sample_every",
-                 "log_every", "nfe", "threads", "size", "sigma_data"):
+                 "log_every", "nfe", "threads", "size", "sigma_data", "p_std"):
         value = getattr(cfg, name)
         if value is not None and value <= 0:
             raise UnmixError(f"--{name.replace('_', '-')} must be positive, got {value}")
     if cfg.recipe not in RECIPES:
         raise UnmixError(f"unknown recipe {cfg.recipe!r}; valid: {', '.join(RECIPES)}")
+    for name in ("p_mean", "p_std"):
+        value = getattr(cfg, name)
+        if value is not None and (not math.isfinite(value) or cfg.recipe != "edm"):
+            raise UnmixError(f"--{name.replace('_', '-')} must be a finite number and needs the edm recipe, got {value} "
+                             f"with recipe {cfg.recipe}")
     if cfg.cond not in ("none", "label"):
         raise UnmixError(f"--cond must be 'none' or 'label', got {cfg.cond!r}")
     if cfg.label_dropout is not None and not 0 <= cfg.label_dropout < 1:
@@ -152,7 +162,9 @@ def resolve(cfg: TrainConfig, ds: Dataset) -> tuple[TrainConfig, dict, Recipe]:
         from unmix.samplers import DEFAULT_SAMPLER
 
         cfg.sampler = DEFAULT_SAMPLER
-    recipe = Recipe.from_name(cfg.recipe, min_snr_gamma=cfg.min_snr_gamma, sigma_data=cfg.sigma_data)
+    noise_levels = {k: getattr(cfg, k) if getattr(cfg, k) is not None else preset.get(k) for k in ("p_mean", "p_std")}
+    recipe = Recipe.from_name(cfg.recipe, min_snr_gamma=cfg.min_snr_gamma, sigma_data=cfg.sigma_data,
+                              **{k: v for k, v in noise_levels.items() if v is not None})
     num_classes = ds.num_classes if cfg.cond == "label" else 0
     if ds.is_image:
         net = {"kind": "unet", **_image_net_defaults(ds.shape), **preset["net"], "in_channels": ds.shape[0]}

@@ -32,6 +32,8 @@ def train(
     recipe: str = typer.Option(None, help="edm (default) | ddpm | v"),
     min_snr: float = typer.Option(None, help="Min-SNR-gamma loss weighting (e.g. 5; 0 = off)"),
     sigma_data: float = typer.Option(None, help="Standard deviation of the data for the EDM preconditioning (default 0.5)"),
+    p_mean: float = typer.Option(None, help="EDM: mean of ln(sigma) over training noise levels (default -1.2; higher stresses layout)"),
+    p_std: float = typer.Option(None, help="EDM: spread of ln(sigma) over training noise levels (default 1.2)"),
     batch_size: int = typer.Option(None, "--batch-size", "--batch", help="Images per optimiser step, over all processes"),
     lr: float = typer.Option(None, help="Peak learning rate (AdamW)"),
     warmup_steps: int = typer.Option(None, help="Linear learning-rate warm-up steps"),
@@ -46,6 +48,7 @@ def train(
     blocks: int = typer.Option(None, help="Residual blocks per U-Net level"),
     attn: str = typer.Option(None, help="U-Net levels with self-attention (0 = full size), e.g. 1,2"),
     dropout: float = typer.Option(None, help="Dropout in residual blocks"),
+    patch: int = typer.Option(None, help="Fold PxP pixel patches into channels before the U-Net (level 0 = size / P)"),
     checkpoint_every: int = typer.Option(None, help="Steps between checkpoints"),
     keep: int = typer.Option(None, help="Checkpoints to keep"),
     sample_every: int = typer.Option(None, help="Steps between sample grids (written to OUT/samples/)"),
@@ -61,13 +64,13 @@ def train(
     from unmix.train import TrainConfig, Trainer
 
     given = dict(data=data, out=out, steps=steps, minutes=minutes, size=size, recipe=recipe, min_snr_gamma=min_snr,
-                 sigma_data=sigma_data,
+                 sigma_data=sigma_data, p_mean=p_mean, p_std=p_std,
                  batch_size=batch_size, lr=lr, warmup_steps=warmup_steps, grad_clip=grad_clip,
                  ema_halflife_kimg=ema_halflife, accum=accum, seed=seed, cond=cond, label_dropout=label_dropout,
                  checkpoint_every=checkpoint_every, keep=keep, sample_every=sample_every, log_every=log_every,
                  sampler=sampler, nfe=nfe, device=device, threads=threads, compile=compile, precision=precision)
     net = dict(channels=channels, channel_mult=_ints(channel_mult, "--channel-mult"), num_res_blocks=blocks,
-               attn_levels=_ints(attn, "--attn"), dropout=dropout)
+               attn_levels=_ints(attn, "--attn"), dropout=dropout, patch_size=patch)
     net = {k: v for k, v in net.items() if v is not None}
     given = {k: v for k, v in given.items() if v is not None}
     if net:
@@ -82,7 +85,7 @@ def train(
         stop = f"{trainer.config.steps} steps" if trainer.config.steps is not None else ""
         if trainer.config.minutes is not None:
             stop += (" or " if stop else "") + f"{trainer.config.minutes:g} minutes"
-        where = d["device"] + (f" ({d['threads']} threads)" if d["threads"] else "")
+        where = d["device"] + (f" ({d['threads']} thread{'s' * (d['threads'] != 1)})" if d["threads"] else "")
         where += f" x {d['processes']} processes" if d["processes"] > 1 else ""
         print(f"training a {what} on {d['data']['name']} ({d['data']['size']} items) with the {d['recipe']['name']} "
               f"recipe on {where} for {stop} -> {trainer.config.out}", file=sys.stderr)

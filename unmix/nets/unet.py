@@ -2,7 +2,9 @@
 
 Residual blocks with GroupNorm take the noise/class embedding as a per-channel scale and shift;
 self-attention runs at the chosen levels (level 0 is full size, level i is size / 2^i); the last
-conv of every residual branch starts at zero so a fresh net is close to the identity map.
+conv of every residual branch starts at zero so a fresh net is close to the identity map. With
+patch_size p the image is first folded into p*p times the channels at 1/p the size (and unfolded at
+the end), which moves the cost from the pixel level to the layout levels on a CPU budget.
 """
 from __future__ import annotations
 
@@ -30,12 +32,15 @@ class UNetConfig:
     num_classes: int = 0
     noise_scale: float = 1.0  # c_noise multiplier before the sinusoidal features
     groups: int = 32  # GroupNorm groups (reduced to divide the width)
+    patch_size: int = 1  # > 1: fold p x p pixel patches into channels first (Hoogeboom et al. 2023), level 0 = size / p
 
     def __post_init__(self):
         self.channel_mult = tuple(int(m) for m in self.channel_mult)
         self.attn_levels = tuple(int(a) for a in self.attn_levels)
         if self.channels < 1 or not self.channel_mult or min(self.channel_mult) < 1:
             raise UnmixError("U-Net needs channels >= 1 and a non-empty channel_mult of positive ints")
+        if self.patch_size < 1:
+            raise UnmixError(f"U-Net needs patch_size >= 1, got {self.patch_size}")
         if self.num_res_blocks < 1:
             raise UnmixError(f"U-Net needs num_res_blocks >= 1, got {self.num_res_blocks}")
         bad = [a for a in self.attn_levels if not 0 <= a < len(self.channel_mult)]
@@ -99,7 +104,8 @@ class Level(nn.Module):
 
 
 class UNet(nn.Module):
-    """net(x_in [N,C,H,W], c_noise [N], cond [N] | None) -> [N, out_channels, H, W]; H, W divisible by 2^(levels-1)."""
+    """net(x_in [N,C,H,W], c_noise [N], cond [N] | None) -> [N, out_channels, H, W]; H, W divisible by
+    patch_size * 2^(levels-1)."""
 
     def __init__(self, config: UNetConfig):
         super().__init__()
@@ -107,7 +113,8 @@ class UNet(nn.Module):
         chs = [cfg.channels * m for m in cfg.channel_mult]
         emb_dim = 4 * cfg.channels
         self.embed = ConditionEmbedding(cfg.channels, emb_dim, cfg.num_classes, cfg.noise_scale)
-        self.conv_in = nn.Conv2d(cfg.in_channels, chs[0], 3, padding=1)
+        p2 = cfg.patch_size ** 2
+        self.conv_in = nn.Conv2d(cfg.in_channels * p2, chs[0], 3, padding=1)
         skips = [chs[0]]
         self.down, self.downsample = nn.ModuleList(), nn.ModuleList()
         cur = chs[0]
@@ -131,17 +138,18 @@ class UNet(nn.Module):
             if i > 0:
                 self.upsample.append(nn.Conv2d(ch, ch, 3, padding=1))
         self.norm_out = _norm(cur, cfg.groups)
-        self.conv_out = _zero(nn.Conv2d(cur, cfg.out_channels or cfg.in_channels, 3, padding=1))
+        self.conv_out = _zero(nn.Conv2d(cur, (cfg.out_channels or cfg.in_channels) * p2, 3, padding=1))
 
     def forward(self, x: torch.Tensor, c_noise: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
-        k = 2 ** (self.config.levels - 1)
+        p = self.config.patch_size
+        k = p * 2 ** (self.config.levels - 1)
         if x.ndim != 4 or x.shape[1] != self.config.in_channels or x.shape[2] % k or x.shape[3] % k:
             raise UnmixError(
                 f"U-Net input must be [N, {self.config.in_channels}, H, W] with H and W divisible by {k}, "
                 f"got {list(x.shape)}"
             )
         emb = self.embed(c_noise, cond)
-        h = self.conv_in(x)
+        h = self.conv_in(F.pixel_unshuffle(x, p) if p > 1 else x)
         skips = [h]
         for i, level in enumerate(self.down):
             for block, attn in zip(level.blocks, level.attns):
@@ -156,4 +164,5 @@ class UNet(nn.Module):
                 h = attn(block(torch.cat([h, skips.pop()], dim=1), emb))
             if i < len(self.upsample):
                 h = self.upsample[i](F.interpolate(h, scale_factor=2.0, mode="nearest"))
-        return self.conv_out(F.silu(self.norm_out(h)))
+        out = self.conv_out(F.silu(self.norm_out(h)))
+        return F.pixel_shuffle(out, p) if p > 1 else out
