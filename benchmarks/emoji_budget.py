@@ -46,19 +46,19 @@ def measure(name: str, run: Path, minutes: float) -> None:
     torch.set_num_threads(1)
     from unmix.api import load, save_grid
     from unmix.checkpoint import open_checkpoint
-    from unmix.metrics.evaluate import evaluate_checkpoint
+    from unmix.data import load_dataset
+    from unmix.metrics.evaluate import evaluate
+    from unmix.samplers import DEFAULT_SAMPLER
 
-    step = open_checkpoint(run).step  # a run folder opens its latest checkpoint
-    metrics = evaluate_checkpoint(run, n=500)
-    model = load(run)
+    model = load(run)  # a run folder loads its latest checkpoint
+    stored = open_checkpoint(model.checkpoint)  # config only: the weights are already loaded
+    step, batch = stored.step, stored.config["train"]["batch_size"]
+    metrics = {**evaluate(model.sample(500, seed=0, nfe=32), "emoji", 0), "data": "emoji", "sampler": DEFAULT_SAMPLER, "nfe": 32}
     (ROOT / name).mkdir(parents=True, exist_ok=True)
     save_grid(model.sample(64, seed=0), ROOT / name / "grid.png", nrow=8)
     result = {"name": name, "run": str(run), "flags": CANDIDATES[name], "minutes": minutes, "steps": step,
-              "images": step * 32, "parameters": sum(p.numel() for p in model.net.parameters()), **metrics}
+              "images": step * batch, "parameters": sum(p.numel() for p in model.net.parameters()), **metrics}
     if model.num_classes:  # also guided, with labels drawn at the dataset's group frequencies
-        from unmix.data import load_dataset
-        from unmix.metrics.evaluate import evaluate
-
         labels = load_dataset("emoji").labels
         pick = labels[torch.randint(len(labels), (500,), generator=torch.Generator().manual_seed(0))]
         guided = evaluate(model.sample(500, seed=0, nfe=32, labels=pick, guidance=GUIDANCE), "emoji", 0)

@@ -17,7 +17,8 @@ The recipe is unmix's 2-D default (EDM, residual MLP 256 x 4, batch 512, lr 1e-3
 fitted to the data (`--recipe wide`, the default; `--recipe default` keeps EDM's own): sigma_data = 1,
 the data's std, and training noise levels ln sigma ~ N(p_mean, p_std^2) whose +-2 std span runs from a
 tenth of the roll's thickness to sigma = 3.3 (EDM's upper end), since EDM's default (+-2 std from 0.027)
-never shows the network the noise levels at which a thin roll's structure lives. The ODE starts at
+never shows the network the noise levels at which a thin roll's structure lives (`unmix train --sigma-data
+--p-mean --p-std` set the same). The ODE starts at
 `sigma_min` = a tenth of the thinnest standardised thickness (the model's density there is that of a
 roll blurred by sqrt(1.01) at most: <= 0.01 bits); `--check-exact` runs the same ODE with the exact
 denoiser to show the integration settings lose nothing.
@@ -46,7 +47,6 @@ from unmix.checkpoint import list_checkpoints, open_checkpoint
 from unmix.data import Dataset
 from unmix.data.toys import NOISE, load_toy
 from unmix.likelihood import ode_log_likelihood
-from unmix.losses import Recipe
 from unmix.metrics.toys import toy_mixture
 from unmix.train import TrainConfig, Trainer
 
@@ -63,13 +63,13 @@ def standardised(noise: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor
     return (train - mean) / std, mean, std, held
 
 
-def recipe_for(kind: str, thickness: float) -> Recipe:
-    """EDM with sigma_data = 1 and noise levels spanning [thickness / 10, 3.3] at +-2 std ('wide'), or EDM's own."""
+def recipe_settings(kind: str, thickness: float) -> dict:
+    """TrainConfig settings: EDM with sigma_data = 1 and noise levels spanning [thickness / 10, 3.3] at +-2 std
+    ('wide'), or EDM's own ('default')."""
     if kind == "default":
-        return Recipe.from_name("edm")
+        return {}
     lo, hi = math.log(thickness / 10), math.log(SIGMA_HI)
-    return Recipe.from_name("edm", sigma_data=1.0, p_mean=(lo + hi) / 2, p_std=(hi - lo) / 4,
-                            sigma_min=thickness / 10)
+    return dict(sigma_data=1.0, p_mean=(lo + hi) / 2, p_std=(hi - lo) / 4)
 
 
 def train(noise: float, run: Path, unit: torch.Tensor, thickness: float) -> bool:
@@ -77,15 +77,11 @@ def train(noise: float, run: Path, unit: torch.Tensor, thickness: float) -> bool
     done = open_checkpoint(run).step if list_checkpoints(run) else 0
     if done >= ARGS.steps:
         return True
-    recipe = recipe_for(ARGS.recipe, thickness)
     cfg = TrainConfig(data="swissroll", steps=ARGS.steps, minutes=ARGS.minutes, out=str(run), threads=ARGS.threads,
-                      sample_every=10**9, checkpoint_every=500, seed=ARGS.seed, sigma_data=recipe.sigma_data)
+                      sample_every=10**9, checkpoint_every=500, seed=ARGS.seed,
+                      **recipe_settings(ARGS.recipe, thickness))
     runtime = {"steps": ARGS.steps, "minutes": ARGS.minutes, "threads": ARGS.threads}
-    trainer = Trainer(cfg, dataset=Dataset("swissroll", unit.float()), resume=done > 0,
-                      overrides=runtime if done else None)
-    if not done:  # TrainConfig has no p_mean / p_std; the recipe is stored in the checkpoint, so a resume keeps it
-        trainer.recipe = recipe
-    trainer.run()
+    Trainer(cfg, dataset=Dataset("swissroll", unit.float()), resume=done > 0, overrides=runtime if done else None).run()
     return open_checkpoint(run).step >= ARGS.steps
 
 

@@ -42,8 +42,8 @@ class TrainConfig:
     recipe: str = "edm"
     min_snr_gamma: float = 0.0
     sigma_data: float = 0.5  # EDM: the data's standard deviation (0.5 suits images in [-1, 1]; 1 for standardised data)
-    p_mean: float | None = None  # EDM: mean of ln(sigma) in training (None: the dataset preset, else -1.2)
-    p_std: float | None = None  # EDM: std of ln(sigma) in training (None: the dataset preset, else 1.2)
+    p_mean: float | None = None  # EDM: mean of ln(sigma) in training (None: EDM's -1.2)
+    p_std: float | None = None  # EDM: std of ln(sigma) in training (None: EDM's 1.2)
     steps: int | None = None  # total optimiser steps (a resumed run continues up to it)
     minutes: float | None = None  # wall-clock budget for this invocation
     batch_size: int | None = None
@@ -164,9 +164,8 @@ def resolve(cfg: TrainConfig, ds: Dataset) -> tuple[TrainConfig, dict, Recipe]:
         from unmix.samplers import DEFAULT_SAMPLER
 
         cfg.sampler = DEFAULT_SAMPLER
-    noise_levels = {k: getattr(cfg, k) if getattr(cfg, k) is not None else preset.get(k) for k in ("p_mean", "p_std")}
-    recipe = Recipe.from_name(cfg.recipe, min_snr_gamma=cfg.min_snr_gamma, sigma_data=cfg.sigma_data,
-                              **{k: v for k, v in noise_levels.items() if v is not None})
+    noise_levels = {k: getattr(cfg, k) for k in ("p_mean", "p_std") if getattr(cfg, k) is not None}
+    recipe = Recipe.from_name(cfg.recipe, min_snr_gamma=cfg.min_snr_gamma, sigma_data=cfg.sigma_data, **noise_levels)
     num_classes = ds.num_classes if cfg.cond == "label" else 0
     if ds.is_image:
         patch = cfg.net.get("patch_size", preset["net"].get("patch_size", 1))
