@@ -103,7 +103,8 @@ def test_noise_level_distribution_and_patch_reach_the_checkpoint_config(tmp_path
     assert code == 0 and (d["recipe"]["p_mean"], d["recipe"]["p_std"], d["net"]["patch_size"]) == (-0.5, 1.5, 2)
     for bad, message in [(["--p-std", "0"], "--p-std must be positive"), (["--p-mean", "nan"], "--p-mean must be a finite"),
                          (["--p-mean", "0", "--recipe", "ddpm"], "needs the edm recipe"),
-                         (["--patch", "3"], "8x8 pixels do not split into 3x3 patches")]:
+                         (["--patch", "3"], "8x8 pixels do not split into 3x3 patches"),
+                         (["--patch", "0"], "--patch must be >= 1")]:
         code, _, err = cli(capsys, "train", "--out", tmp_path / "dry", "--dry-run", *bad)
         assert code == 2 and message in err and len(err.strip().splitlines()) == 1
 

@@ -104,6 +104,8 @@ def _preset(ds: Dataset) -> dict:
 def _image_net_defaults(shape: tuple[int, ...], patch: int = 1) -> dict:
     """Halve the size (after folding patch x patch pixels) per level down to 4 pixels (2 for images of 8 or
     less), at most 5 levels; self-attention at 8 pixels and below (cheap there, where layout is decided)."""
+    if patch < 1:
+        raise UnmixError(f"--patch must be >= 1, got {patch}")
     if any(side % patch for side in shape[1:]):
         raise UnmixError(f"images of {shape[1]}x{shape[2]} pixels do not split into {patch}x{patch} patches; "
                          f"pick a --size divisible by {patch} or another --patch")

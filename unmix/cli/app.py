@@ -57,7 +57,8 @@ def run_app(argv: list[str] | None = None) -> int:
                 raise
             print(f"error: {e.format_message()}", file=sys.stderr)
             return 2
-        if isinstance(e, (click.exceptions.Abort, vendored.Abort)):
+        if isinstance(e, (click.exceptions.Abort, getattr(vendored, "Abort", click.exceptions.Abort),
+                          getattr(typer, "Abort", click.exceptions.Abort))):
             print("aborted", file=sys.stderr)
             return 130
         raise
