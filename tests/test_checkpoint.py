@@ -15,7 +15,8 @@ def _save(run, step, keep=3, value=1.0):
     state = {"optimizer": {"state": {0: {"step": torch.tensor(3.0), "exp_avg": torch.ones(2)}},
                            "param_groups": [{"lr": 0.1, "betas": [0.9, 0.99], "params": [0]}]},
              "generator": torch.Generator().manual_seed(1).get_state(), "step": step, "cuda_rng": []}
-    return ckpt.save_checkpoint(run, step, {"net": {"kind": "mlp"}, "recipe": {"name": "edm"}}, w, w, state, keep)
+    return ckpt.save_checkpoint(run, step, {"net": {"kind": "mlp"}, "recipe": {"name": "edm"}},
+                                {"model": w, "ema": w}, state, keep)
 
 
 def test_roundtrip_with_optimizer_state_and_no_pickle(tmp_path):

@@ -4,14 +4,13 @@ import pytest
 import torch
 from PIL import Image
 
-from unmix.checkpoint import save_checkpoint
-from unmix.cli import _register
+from unmix.model import Model
+import unmix.cli.commands  # noqa: F401  (registers the commands)
 from unmix.cli.app import run_app
 from unmix.losses import Recipe
-from unmix.nets import UNet, UNetConfig, net_config
+from unmix.nets import UNet, UNetConfig
 
 torch.set_num_threads(1)
-_register()
 
 
 def _checkpoint(folder, num_classes):
@@ -19,8 +18,7 @@ def _checkpoint(folder, num_classes):
     net = UNet(UNetConfig(in_channels=1, channels=8, channel_mult=(1,), num_res_blocks=1, attn_levels=(),
                           num_classes=num_classes))
     data = {"name": "digits", "shape": [1, 8, 8], "size": 10, "class_names": [str(i) for i in range(num_classes)]}
-    config = {"net": net_config(net), "recipe": Recipe.from_name("edm").to_dict(), "data": data}
-    return save_checkpoint(folder, 1, config, net.state_dict(), net.state_dict())
+    return Model(net, Recipe.from_name("edm"), data).save(folder / "checkpoint")
 
 
 @pytest.fixture(scope="module")

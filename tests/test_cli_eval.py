@@ -6,11 +6,10 @@ import numpy as np
 import pytest
 import torch
 
-from unmix.cli import _register
+import unmix.cli.commands  # noqa: F401  (registers the commands)
 from unmix.cli.app import run_app
 
 torch.set_num_threads(1)
-_register()
 TINY_UNET = dict(channels=8, channel_mult=[1], num_res_blocks=1, attn_levels=[])
 
 
@@ -26,11 +25,12 @@ def cache(tmp_path_factory):
 
 
 def _train(out, data, recipe, net):
-    from unmix.train import TrainConfig, Trainer
+    from unmix.train_config import TrainConfig
+    from unmix.trainer import start
 
     cfg = TrainConfig(data=data, recipe=recipe, steps=1, out=str(out), threads=1, net=net, sample_every=10**6,
                       checkpoint_every=10**6, log_every=10**6, warmup_steps=1)
-    return Trainer(cfg).run(progress=False).checkpoint
+    return start(cfg).train(progress=False).checkpoint
 
 
 @pytest.fixture(scope="module")

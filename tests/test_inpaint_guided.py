@@ -155,16 +155,15 @@ def cli_files(tmp_path_factory):
     import numpy as np
     from PIL import Image
 
-    from unmix.checkpoint import save_checkpoint
     from unmix.losses import Recipe
-    from unmix.nets import UNet, UNetConfig, net_config
+    from unmix.model import Model
+    from unmix.nets import UNet, UNetConfig
 
     root = tmp_path_factory.mktemp("guided")
     torch.manual_seed(0)
     net = UNet(UNetConfig(in_channels=1, channels=8, channel_mult=(1,), num_res_blocks=1, attn_levels=()))
     data = {"name": "digits", "shape": [1, 8, 8], "size": 10, "class_names": []}
-    ckpt = save_checkpoint(root / "ckpt", 1, {"net": net_config(net), "recipe": Recipe.from_name("edm").to_dict(),
-                                              "data": data}, net.state_dict(), net.state_dict())
+    ckpt = Model(net, Recipe.from_name("edm"), data).save(root / "ckpt")
     img = np.zeros((8, 8), np.uint8)
     img[1:7, 3:5] = 255
     Image.fromarray(img).save(root / "digit.png")
@@ -175,10 +174,9 @@ def cli_files(tmp_path_factory):
 
 
 def _cli(args, capsys):
-    from unmix.cli import _register
+    import unmix.cli.commands  # noqa: F401  (registers the commands)
     from unmix.cli.app import run_app
 
-    _register()
     code = run_app([str(a) for a in args])
     out, err = capsys.readouterr()
     return code, out, err

@@ -5,11 +5,12 @@ import pytest
 import torch
 
 from unmix import checkpoint as ckpt
-from unmix.api import load
+from unmix.model import load
 from unmix.data import Dataset, load_dataset
 from unmix.errors import UnmixError
 from unmix.losses import Recipe
-from unmix.train import TrainConfig, Trainer
+from unmix.train_config import TrainConfig
+from unmix.trainer import resume, start
 
 torch.set_num_threads(1)
 TINY_UNET = {"channels": 8, "channel_mult": [1, 2], "num_res_blocks": 1, "attn_levels": [1]}
@@ -31,8 +32,7 @@ def test_tiny_mlp_overfits_four_points(tmp_path):
     ds = Dataset("four", pts.repeat(16, 1))
     cfg = _cfg(tmp_path, steps=600, batch_size=64, lr=3e-3, ema_halflife_kimg=2.0,
                net={"hidden": 64, "depth": 2}, log_every=100)
-    trainer = Trainer(cfg, ds)
-    trainer.run(progress=False)
+    start(cfg, ds).train(progress=False)
     log = [json.loads(line) for line in (tmp_path / "run" / "stats.jsonl").read_text().splitlines()]
     # low noise levels are learnable to ~0; at high noise the loss keeps the posterior's irreducible variance
     assert log[-1]["loss_q0"] < 0.3 * log[0]["loss_q0"] and log[-1]["loss_q1"] < 0.3 * log[0]["loss_q1"]
@@ -46,7 +46,7 @@ def test_tiny_unet_overfits_two_digits(tmp_path):
     ds = _digits(2)
     cfg = _cfg(tmp_path, steps=150, batch_size=16, lr=5e-3, ema_halflife_kimg=0.5,
                net=dict(TINY_UNET, channels=16, attn_levels=[]), log_every=50)
-    Trainer(cfg, ds).run(progress=False)
+    start(cfg, ds).train(progress=False)
     log = [json.loads(line) for line in (tmp_path / "run" / "stats.jsonl").read_text().splitlines()]
     assert log[-1]["loss"] < 0.5 * log[0]["loss"]
     x = load(tmp_path / "run").sample(8, nfe=16)
@@ -65,9 +65,9 @@ def _tensors(path):
 def test_resume_is_bit_identical_to_an_uninterrupted_run(tmp_path):
     ds = _digits(64)
     common = dict(batch_size=8, net=dict(TINY_UNET, dropout=0.1), cond="label", seed=3, checkpoint_every=6)
-    Trainer(_cfg(tmp_path / "a", steps=12, **common), ds).run(progress=False)
-    Trainer(_cfg(tmp_path / "b", steps=6, **common), ds).run(progress=False)
-    Trainer(_cfg(tmp_path / "b", steps=12, **common), ds, resume=True, overrides={"steps": 12}).run(progress=False)
+    start(_cfg(tmp_path / "a", steps=12, **common), ds).train(progress=False)
+    start(_cfg(tmp_path / "b", steps=6, **common), ds).train(progress=False)
+    resume(tmp_path / "b" / "run", ds, steps=12).train(progress=False)
     a, b = _tensors(tmp_path / "a" / "run"), _tensors(tmp_path / "b" / "run")
     assert a.keys() == b.keys()
     assert all(torch.equal(a[k], b[k]) for k in a), [k for k in a if not torch.equal(a[k], b[k])]
@@ -78,24 +78,24 @@ def test_resume_is_bit_identical_to_an_uninterrupted_run(tmp_path):
 
 def test_resume_refuses_changed_training_settings(tmp_path):
     ds = _digits(16)
-    Trainer(_cfg(tmp_path, steps=2, batch_size=4, net=TINY_UNET), ds).run(progress=False)
-    with pytest.raises(UnmixError, match="--lr 0.5 differs from the resumed run's"):
-        Trainer(_cfg(tmp_path, steps=4, lr=0.5), ds, resume=True, overrides={"lr": 0.5})
-    with pytest.raises(UnmixError, match="already holds checkpoints; pass --resume"):
-        Trainer(_cfg(tmp_path, steps=4, batch_size=4, net=TINY_UNET), ds)
+    start(_cfg(tmp_path, steps=2, batch_size=4, net=TINY_UNET), ds).train(progress=False)
+    with pytest.raises(UnmixError, match="batch_size=8 differs from the resumed run's 4"):
+        resume(tmp_path / "run", ds, steps=4, batch_size=8)
+    with pytest.raises(UnmixError, match="already holds checkpoints; pass resume=True"):
+        start(_cfg(tmp_path, steps=4, batch_size=4, net=TINY_UNET), ds)
     with pytest.raises(UnmixError, match="no checkpoint in"):
-        Trainer(_cfg(tmp_path / "other", steps=4), ds, resume=True)
+        resume(tmp_path / "other", ds, steps=4)
 
 
 def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
     ds = _digits(16)
     cfg = _cfg(tmp_path, steps=4, batch_size=4, net=TINY_UNET, checkpoint_every=2)
-    Trainer(cfg, ds).run(progress=False)
+    start(cfg, ds).train(progress=False)
     good = ckpt.list_checkpoints(tmp_path / "run")
     before = {p: p.read_bytes() for c in good for p in c.iterdir()}
     bad = Dataset("digits", torch.full_like(ds.data, math.nan), ds.labels, ds.class_names)
-    with pytest.raises(UnmixError, match="training diverged.*checkpoint-00000004.*untouched"):
-        Trainer(_cfg(tmp_path, steps=8, checkpoint_every=2), bad, resume=True, overrides={"steps": 8}).run(progress=False)
+    with pytest.raises(UnmixError, match="training diverged.*checkpoint-00000004.*untouched.*resume=True, lr="):
+        resume(tmp_path / "run", bad, steps=8).train(progress=False)
     assert ckpt.list_checkpoints(tmp_path / "run") == good
     assert {p: p.read_bytes() for c in good for p in c.iterdir()} == before
 
@@ -105,26 +105,35 @@ def test_other_recipes_train_and_sample(tmp_path, recipe):
     ds = load_dataset("ring")
     cfg = _cfg(tmp_path, steps=30, batch_size=32, recipe=recipe, min_snr_gamma=5.0, cond="label",
                net={"hidden": 32, "depth": 1}, log_every=10)
-    Trainer(cfg, ds).run(progress=False)
+    start(cfg, ds).train(progress=False)
     model = load(tmp_path / "run")
     assert model.recipe.name == recipe and model.recipe.min_snr_gamma == 5.0 and model.num_classes == 8
     x = model.sample(4, nfe=4, labels=3)
     assert x.shape == (4, 2) and torch.isfinite(x).all()
 
 
+# Karras et al. 2022, table 1, written out: (c_skip, c_out, c_in) for each recipe's parameterisation.
+TABLE_1 = {
+    "edm": lambda s, sd=0.5: (sd**2 / (s**2 + sd**2), s * sd / (s**2 + sd**2).sqrt(), 1 / (s**2 + sd**2).sqrt()),
+    "ddpm": lambda s: (torch.ones_like(s), -s, 1 / (1 + s**2).sqrt()),  # eps prediction
+    "v": lambda s: (1 / (1 + s**2), -s / (1 + s**2).sqrt(), 1 / (1 + s**2).sqrt()),
+}
+
+
 def test_recipe_targets_make_the_denoiser_exact():
-    """F = (x0 - c_skip x) / c_out is the output that reproduces x0; the loss is zero there."""
+    """The network output that reproduces x0 under each recipe's closed-form coefficients has zero loss, and the
+    recipe's denoiser maps it to x0: a wrong scaling anywhere makes both fail."""
     g = torch.Generator().manual_seed(0)
     x0, noise = torch.randn(6, 2, generator=g), torch.randn(6, 2, generator=g)
     for name in ("edm", "ddpm", "v"):
         recipe = Recipe.from_name(name, min_snr_gamma=5.0 if name == "v" else 0.0)
         sigma = recipe.sample_sigma(6, g)
+        c_skip, c_out, c_in = (c[:, None] for c in TABLE_1[name](sigma))
 
         class Oracle(torch.nn.Module):
             def forward(self, x_in, c_noise, cond=None):
-                c_skip, c_out, c_in, _ = den.precond(sigma)
-                x = x_in / c_in[:, None]
-                return (x0 - c_skip[:, None] * x) / c_out[:, None]
+                x = x_in / c_in
+                return (x0 - c_skip * x) / c_out
 
         den = recipe.denoiser(Oracle())
         assert recipe.loss(den, x0, sigma, noise).abs().max() < 1e-8
@@ -160,16 +169,13 @@ def test_three_line_python_api(tmp_path):
     assert images.shape == (5, 2) and torch.equal(images, unmix.sample(tmp_path / "m", 5, seed=1, nfe=3))
     assert unmix.save_grid(images, tmp_path / "pts.png").is_file()
     assert isinstance(unmix.load(tmp_path / "m"), unmix.Model)
-    from unmix.train import Trainer  # the module stays importable under the function's name
-
-    assert Trainer.__name__ == "Trainer"
 
 
 def test_gradient_accumulation_matches_one_big_batch(tmp_path):
     ds = _digits(32)
     logs = []
     for accum in (1, 4):
-        Trainer(_cfg(tmp_path / str(accum), steps=2, batch_size=8, accum=accum, net=TINY_UNET, log_every=1), ds).run(
+        start(_cfg(tmp_path / str(accum), steps=2, batch_size=8, accum=accum, net=TINY_UNET, log_every=1), ds).train(
             progress=False)
         logs.append([json.loads(line) for line in (tmp_path / str(accum) / "run" / "stats.jsonl").read_text().splitlines()])
     for a, b in zip(*logs):  # same samples, same loss, same (accumulated) gradient

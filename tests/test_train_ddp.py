@@ -9,7 +9,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from unmix.train import TrainConfig, Trainer
+from unmix.train_config import TrainConfig
+from unmix.trainer import start
 
 torch.set_num_threads(1)
 CONFIG = dict(data="digits", steps=4, batch_size=8, threads=1, log_every=2, checkpoint_every=4, sample_every=10**6,
@@ -19,10 +20,11 @@ SCRIPT = textwrap.dedent(
     import sys
     import torch.distributed as dist
     from safetensors.torch import save_file
-    from unmix.train import TrainConfig, Trainer
+    from unmix.train_config import TrainConfig
+    from unmix.trainer import start
 
-    t = Trainer(TrainConfig(out=sys.argv[1], **{config!r}))
-    t.run(progress=False)
+    t = start(TrainConfig(out=sys.argv[1], **{config!r}))
+    t.train(progress=False)
     save_file(t.net.state_dict(), f"{{sys.argv[1]}}/rank{{t.dist.rank}}.safetensors")
     dist.destroy_process_group()
     """
@@ -42,8 +44,7 @@ def test_two_process_torchrun_gives_identical_weights(tmp_path):
     saved = load_file(out / "checkpoint-00000004" / "model.safetensors")  # written by rank 0 alone
     assert all(torch.equal(rank0[k], saved[k]) for k in rank0)
     assert (out / "stats.jsonl").read_text().count("\n") == 2  # one writer
-    single = Trainer(TrainConfig(out=str(tmp_path / "single"), **CONFIG))
-    single.run(progress=False)
+    start(TrainConfig(out=str(tmp_path / "single"), **CONFIG)).train(progress=False)
     # the same global batch split two ways: the same losses and gradients up to rounding
     logs = [[json.loads(line) for line in (d / "stats.jsonl").read_text().splitlines()] for d in (out, tmp_path / "single")]
     for a, b in zip(*logs):

@@ -1,4 +1,4 @@
 """`python -m unmix` runs the command line."""
-from unmix.cli import main
+from unmix.cli.entry import main
 
 main()

@@ -1,144 +1,188 @@
-"""The Python API in three lines:
+"""What a user calls. Three lines:
 
     model = unmix.train("digits")                  # or unmix.load("runs/digits")
     images = model.sample(64, seed=0)               # [64, 1, 8, 8] float in [-1, 1]
     unmix.save_grid(images, "digits.png")
 
-A Model is a network plus the recipe it was trained with; `model.denoiser` is the plain
-D(x, sigma, cond) that samplers, guidance and metrics consume.
+and the rest of the job: `resume` or fine-tune (`train(..., init=CHECKPOINT)`) a run, `inpaint` and `edit` images,
+`evaluate` sample quality, `nll` likelihoods, and `forward_pictures` of the noising process. Everything here is
+a short composition of the library below it; the CLI and the web page call these and nothing deeper.
 """
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 
 import torch
-from torch import nn
 
-from unmix import checkpoint as ckpt
-from unmix.data.images import render_batch
+from unmix import trainer
+from unmix.data import load_dataset
+from unmix.data.images import load_image_for, read_image, pil_to_array, render_batch, resize_crop, save_png
+from unmix.data.toys import load_toy
 from unmix.errors import UnmixError
-from unmix.losses import Recipe
-from unmix.nets import build_net
-from unmix.rng import generators_from_seeds
+from unmix.likelihood import METHODS, data_levels, ode_bits_per_dim, ode_log_likelihood, toy_nll, vlb_bits_per_dim
+from unmix.metrics.evaluate import check_count, check_data, evaluate as evaluate_samples
+from unmix.metrics.toys import TOYS
+from unmix.model import Model, load
+from unmix.samplers import DEFAULT_SAMPLER, get_sampler
 from unmix.samplers import sample as samplers_sample
-
-
-class Model:
-    """A trained network, its recipe and a description of its data (shape, class names)."""
-
-    def __init__(self, net: nn.Module, recipe: Recipe, data: dict, checkpoint: Path | None = None):
-        self.net, self.recipe, self.data, self.checkpoint = net.eval(), recipe, data, checkpoint
-
-    @property
-    def denoiser(self):
-        return self.recipe.denoiser(self.net)
-
-    @property
-    def shape(self) -> tuple[int, ...]:
-        return tuple(self.data["shape"])
-
-    @property
-    def num_classes(self) -> int:
-        return int(getattr(self.net.config, "num_classes", 0))
-
-    @property
-    def class_names(self) -> list[str]:
-        return list(self.data.get("class_names") or [])
-
-    @property
-    def device(self) -> torch.device:
-        return next(self.net.parameters()).device
-
-    def to(self, device) -> "Model":
-        self.net.to(device)
-        return self
-
-    def labels_for(self, labels, n: int) -> torch.Tensor | None:
-        """Class labels as a [n] tensor: an int or class name for all, or one per sample; None = unconditional."""
-        if labels is None:
-            return None
-        if not self.num_classes:
-            raise UnmixError("this model was trained without labels (--cond none); it cannot take a label")
-        names = self.class_names
-        if isinstance(labels, (str, int)):
-            labels = [labels] * n
-        out = []
-        for lab in labels if not isinstance(labels, torch.Tensor) else labels.tolist():
-            if isinstance(lab, str) and not lab.lstrip("-").isdigit():
-                if lab not in names:
-                    raise UnmixError(f"unknown class {lab!r}; valid: {', '.join(names)}")
-                lab = names.index(lab)
-            lab = int(lab)
-            if not 0 <= lab <= self.num_classes:
-                raise UnmixError(f"label {lab} out of range: valid 0..{self.num_classes - 1} "
-                                 f"(or {self.num_classes} for no label)")
-            out.append(lab)
-        if len(out) != n:
-            raise UnmixError(f"got {len(out)} labels for {n} samples")
-        return torch.tensor(out, dtype=torch.long)
-
-    @torch.no_grad()
-    def sample(self, n: int = 16, seed: int = 0, seeds=None, sampler: str | None = None, nfe: int = 32,
-               labels=None, guidance: float | None = None, device=None, batch_size: int = 256, callback=None,
-               **options) -> torch.Tensor:
-        """n samples [n, *shape], clamped to [-1, 1]. Sample i uses seed + i (or seeds[i]), so it does
-        not depend on n or the batch size. `callback(step, sigma, x, x0_hat)` sees each batch's steps."""
-        from unmix.guidance import steer
-        from unmix.samplers import DEFAULT_SAMPLER, sample
-
-        if n < 1:
-            raise UnmixError(f"number of samples must be >= 1, got {n}")
-        seeds = list(range(seed, seed + n)) if seeds is None else [int(s) for s in seeds]
-        if len(seeds) != n:
-            raise UnmixError(f"got {len(seeds)} seeds for {n} samples")
-        device = torch.device(device) if device is not None else self.device
-        self.net.to(device)
-        cond = self.labels_for(labels, n)
-        sigma_min, sigma_max = self.recipe.sigma_range()
-        denoiser = steer(self.denoiser, cond, guidance)
-        out = []
-        for lo in range(0, n, batch_size):
-            hi = min(n, lo + batch_size)
-            x = sample(denoiser, (hi - lo, *self.shape), sampler or DEFAULT_SAMPLER, nfe,
-                       generator=generators_from_seeds(seeds[lo:hi]), device=device, sigma_min=sigma_min,
-                       sigma_max=sigma_max, cond=None if cond is None else cond[lo:hi].to(device),
-                       callback=callback, **options)
-            out.append(x.float().clamp(-1, 1).cpu())
-        return torch.cat(out)
-
-
-def load(path: str | os.PathLike, weights: str = "ema", device: str | torch.device = "cpu") -> Model:
-    """A Model from a checkpoint folder or a training output folder (its latest checkpoint)."""
-    c = ckpt.open_checkpoint(path)
-    net = build_net(c.config["net"])
-    try:
-        net.load_state_dict(c.weights(weights))
-    except RuntimeError as e:
-        raise UnmixError(f"{c.path}: weights do not match the network in config.json ({str(e).splitlines()[0]})") from None
-    return Model(net.to(device), Recipe.from_dict(c.config["recipe"]), c.config.get("data", {}), c.path)
+from unmix.show import forward_gif, forward_strip
+from unmix.train_config import TrainConfig, default_out
 
 
 def train(data: str = "digits", resume: bool = False, progress: bool = True, **settings) -> Model:
-    """Train (see unmix.train.TrainConfig for settings) and return the trained Model (EMA weights)."""
-    from unmix.train import TrainConfig, Trainer
+    """Train (settings as unmix.train_config.TrainConfig) and return the trained Model (EMA weights).
 
-    settings["data"] = data
-    result = Trainer(TrainConfig.from_dict(settings), resume=resume, overrides=settings).run(progress=progress)
+    resume=True continues the run in `out` (default runs/<data>) with only run-time and rescue settings changed;
+    init=CHECKPOINT starts a new run from a trained model's weights (fine-tuning on new data or settings)."""
+    if resume:
+        run = trainer.resume(settings.pop("out", None) or default_out(data), **settings)
+    else:
+        run = trainer.start(TrainConfig.from_dict({**settings, "data": data}))
+    result = run.train(progress=progress)
+    if result.stopped_by in ("SIGINT", "SIGTERM"):
+        raise KeyboardInterrupt(f"stopped by {result.stopped_by} at step {result.step}; checkpoint {result.checkpoint}")
     return load(result.checkpoint)
 
 
 def sample(model, n=16, **options) -> torch.Tensor:
     """Samples from a Model or a checkpoint path (n samples; options as for Model.sample), or from any
-    denoiser D(x, sigma, cond) with `n` a shape [N, ...] (options as for unmix.samplers.sample)."""
+    denoiser D(x, sigma[, cond]) with `n` a shape [N, ...] (options as for unmix.samplers.sample)."""
     if isinstance(model, (Model, str, os.PathLike)):
-        return (model if isinstance(model, Model) else load(model)).sample(n, **options)
+        return _model(model).sample(n, **options)
     return samplers_sample(model, n, **options)
+
+
+def inpaint(model, image, mask, n: int = 8, **options) -> torch.Tensor:
+    """n completions of an image (a tensor [C, H, W] or an image file) where the mask (a bool tensor or a mask
+    image: white = fill in) is set; options as for Model.inpaint (labels, guidance, method, sampler, nfe, ...)."""
+    model = _model(model)
+    x, size = _image(image, model.shape)
+    if isinstance(mask, (str, os.PathLike)):
+        from unmix.data.images import load_mask_for
+
+        mask = load_mask_for(mask, size, model.shape)
+    return model.inpaint(x, mask, n, **options)
+
+
+def edit(model, image, strength: float, n: int = 8, **options) -> torch.Tensor:
+    """n SDEdit edits of an image (tensor or file) at `strength`; options as for Model.edit."""
+    model = _model(model)
+    return model.edit(_image(image, model.shape)[0], strength, n, **options)
+
+
+def evaluate(model, n: int = 1000, sampler: str = DEFAULT_SAMPLER, nfe: int = 32, seed: int = 0,
+             data: str | None = None, device=None, callback=None) -> dict:
+    """Sample n items from a model (sample i uses seed + i) and measure them against its training data."""
+    get_sampler(sampler)
+    model = _model(model, device)
+    trained_on = str(model.data.get("name"))
+    if data is not None and data != trained_on:
+        raise UnmixError(f"the model was trained on {trained_on}, not {data}; drop data= or pick another model")
+    check_data(trained_on)
+    check_count(n, trained_on)
+    samples = model.sample(n, seed=seed, sampler=sampler, nfe=nfe, callback=callback)
+    return {**evaluate_samples(samples, trained_on, seed), "data": trained_on, "sampler": sampler, "nfe": nfe}
+
+
+def nll(model, method: str = "auto", n: int = 256, *, steps: int = 64, trace: str = "auto", variance: str = "small",
+        sigma_min: float | None = None, seed: int = 0, batch_size: int = 256, device=None, progress=None) -> dict:
+    """Negative log-likelihood of a model on n items of its dataset, in bits/dim.
+
+    Images: a seeded subset of the dataset, discrete on their levels (VLB for discrete-time models when method is
+    "auto", else the dequantised ODE bound). 2-D toys: a fresh draw (held out from training), continuous, through
+    the ODE; the result also holds the log-likelihood per point in nats. `progress(done, total)` sees each batch.
+    """
+    if method not in METHODS:
+        raise UnmixError(f"unknown likelihood method {method!r}; valid: {', '.join(METHODS)}")
+    if not isinstance(n, int) or n < 1:
+        raise UnmixError(f"n must be an integer >= 1, got {n!r}")
+    model = _model(model, device)
+    name = str(model.data.get("name"))
+    ds = load_toy(name, n=n, seed=seed + 1) if name in TOYS else load_dataset(name)  # toys: a fresh draw
+    if tuple(ds.shape) != model.shape:
+        raise UnmixError(f"dataset {name} gives items of shape {list(ds.shape)}, the model expects {list(model.shape)}")
+    g = torch.Generator().manual_seed(seed)
+    x0 = ds.batch(torch.randperm(len(ds), generator=g)[:n])[0].to(model.device)
+    levels, schedule = data_levels(ds.data), model.recipe.discrete
+    if method == "auto":
+        method = "vlb" if schedule is not None and levels is not None else "ode"
+    lo, hi = model.recipe.sigma_range()
+    lo = sigma_min if sigma_min is not None else lo
+    result: dict = {"data": name, "method": method, "levels": levels}
+    common = dict(generator=g, batch_size=batch_size, progress=progress)
+    if method == "vlb":
+        if schedule is None:
+            raise UnmixError("the VLB needs a discrete-time model (trained with the ddpm or v recipe); use method='ode'")
+        if levels is None:
+            raise UnmixError(f"the VLB's decoder needs discrete data; {name} is continuous, use method='ode'")
+        result.update(vlb_bits_per_dim(model.denoiser, x0, schedule, levels, variance=variance, **common))
+    elif levels is not None:
+        result.update(ode_bits_per_dim(model.denoiser, x0, levels, sigma_min=lo, sigma_max=hi, steps=steps,
+                                       trace=trace, **common), sigma_min=lo, steps=steps)
+    else:
+        result.update(toy_nll(model.denoiser, x0, sigma_min=lo, sigma_max=hi, steps=steps, trace=trace, **common))
+    return result
+
+
+def forward_pictures(out: str | os.PathLike, image=None, data: str = "digits", index: int = 0, size: int = 64,
+                     frames: int = 10, sigma_max: float = 20.0, seed: int = 0, gif=None) -> tuple[Path, Path]:
+    """The forward process on one image file or dataset item (or a toy's points): OUT/strip.png and a GIF."""
+    if image is not None:
+        img = read_image(image)
+        if not isinstance(size, int) or size < 1:
+            raise UnmixError(f"size must be an integer >= 1, got {size!r}")
+        if min(img.size) < size:
+            raise UnmixError(f"image {image} is {img.width}x{img.height}, smaller than size={size}; pass a smaller size")
+        x0 = torch.from_numpy(pil_to_array(resize_crop(img, size)).copy()).float()[None] / 127.5 - 1
+    else:
+        ds = load_dataset(data)
+        if not ds.is_image:
+            x0 = ds.batch(torch.arange(min(len(ds), 2000)))[0]
+        elif not (isinstance(index, int) and 0 <= index < len(ds)):
+            raise UnmixError(f"index={index} out of range: {data} has {len(ds)} items")
+        else:
+            x0 = ds.batch(torch.tensor([index]))[0]
+    gif = Path(gif) if gif is not None else Path(out) / "noise.gif"
+    _check_suffix(gif, ".gif")
+    strip = forward_strip(x0, frames, sigma_max, seed)
+    Path(out).mkdir(parents=True, exist_ok=True)
+    save_png(strip, Path(out) / "strip.png")
+    forward_gif(x0, gif, sigma_max, seed)
+    return Path(out) / "strip.png", gif
 
 
 def save_grid(images: torch.Tensor, path: str | os.PathLike, nrow: int | None = None) -> Path:
     """Save images [N, C, H, W] in [-1, 1] as one PNG grid (or 2-D points [N, 2] as a scatter plot)."""
     path = Path(path)
+    _check_suffix(path, ".png")
+    img = render_batch(images, nrow)
     path.parent.mkdir(parents=True, exist_ok=True)
-    render_batch(images, nrow).save(path)
-    return path
+    return save_png(img, path)
+
+
+def _check_suffix(path: Path, suffix: str) -> None:
+    if path.suffix.lower() != suffix:
+        raise UnmixError(f"{path} must end in {suffix} (it is written as a {suffix[1:].upper()} file)")
+    if path.is_dir():
+        raise UnmixError(f"{path} is a folder; give a file name ending in {suffix}")
+
+
+def _model(model, device=None) -> Model:
+    if isinstance(model, Model):
+        return model.to(device) if device is not None else model
+    if isinstance(model, (str, os.PathLike)):
+        return load(model, device=device or "cpu")
+    raise UnmixError(f"expected a Model or a checkpoint path, got {type(model).__name__}")
+
+
+def _image(image, shape) -> tuple[torch.Tensor, tuple[int, int]]:
+    if isinstance(image, (str, os.PathLike)):
+        return load_image_for(image, shape)
+    image = torch.as_tensor(image)
+    if image.ndim != 3 or tuple(image.shape) != tuple(shape):
+        raise UnmixError(f"image must be a tensor of the model's shape {list(shape)}, got {list(image.shape)}")
+    if not torch.isfinite(image).all() or image.abs().max() > 1 + 1e-6:
+        raise UnmixError("image values must be finite and in [-1, 1]")
+    return image.float(), (shape[-1], shape[-2])

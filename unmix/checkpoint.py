@@ -30,6 +30,8 @@ FORMAT, VERSION = "unmix-checkpoint", 1
 PREFIX = "checkpoint-"
 _NAME = re.compile(rf"^{PREFIX}(\d+)$")
 WEIGHTS = ("ema", "model")
+KNOWN_KEYS = frozenset({"format", "version", "step", "net", "recipe", "data", "train", "images_seen", "unmix_version",
+                        "autoencoder", "objective"})
 
 
 def _tensors(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -85,49 +87,52 @@ def unflatten_state(skeleton, tensors: dict[str, torch.Tensor]):
 
 
 # -- writing --------------------------------------------------------------------------------------
-def save_checkpoint(
-    run_dir: str | os.PathLike,
-    step: int,
-    config: dict,
-    model: dict[str, torch.Tensor],
-    ema: dict[str, torch.Tensor],
-    state: dict | None = None,
-    keep: int = 3,
-) -> Path:
-    """Write checkpoint-<step> atomically into run_dir, then delete all but the newest `keep`.
+def write_folder(final: Path, config: dict, weights: dict[str, dict[str, torch.Tensor]], state: dict | None = None,
+                 step: int = 0) -> Path:
+    """Write one checkpoint folder atomically: into a hidden temporary sibling, fsynced, then renamed into place.
 
-    `state` is any nested structure of tensors and JSON values (optimiser, RNG, counters).
+    `weights` maps a file stem ("model", "ema") to a state dict; `state` is any nested structure of tensors and
+    JSON values (optimiser, RNG, counters). An existing folder of the same name is replaced only once the new
+    one is complete, so a crash at any point leaves either the old or the new folder, never a mixture.
     """
-    run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    final = run_dir / f"{PREFIX}{step:08d}"
-    for stale in run_dir.glob(".tmp-*"):  # left by a crashed write (one writer per folder)
+    final = Path(final)
+    if final.exists() and not final.is_dir():
+        raise UnmixError(f"{final} is a file; a checkpoint is written as a folder, choose another path")
+    final.parent.mkdir(parents=True, exist_ok=True)
+    for stale in final.parent.glob(f".tmp-{final.name}-*"):  # left by a crashed write (one writer per folder)
         shutil.rmtree(stale, ignore_errors=True)
-    tmp = run_dir / f".tmp-{final.name}-{os.getpid()}"
+    tmp = final.parent / f".tmp-{final.name}-{os.getpid()}"
     tmp.mkdir()
     try:
-        _write_files(tmp, step, config, model, ema, state)
+        _write_files(tmp, step, config, weights, state)
         _fsync_dir(tmp)
-        if final.exists():  # re-saving the same step: move the old one aside first
-            old = run_dir / f".old-{final.name}-{os.getpid()}"
+        if final.exists():  # re-saving: move the old one aside first
+            old = final.parent / f".old-{final.name}-{os.getpid()}"
             os.replace(final, old)
             os.replace(tmp, final)
             shutil.rmtree(old)
         else:
             os.replace(tmp, final)
-        _fsync_dir(run_dir)
+        _fsync_dir(final.parent)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
+    return final
+
+
+def save_checkpoint(run_dir: str | os.PathLike, step: int, config: dict, weights: dict[str, dict[str, torch.Tensor]],
+                    state: dict | None = None, keep: int = 3) -> Path:
+    """Write checkpoint-<step> into run_dir (see write_folder), then delete all but the newest `keep`."""
+    final = write_folder(Path(run_dir) / f"{PREFIX}{step:08d}", config, weights, state, step)
     for old in list_checkpoints(run_dir)[:-keep] if keep > 0 else []:
         shutil.rmtree(old, ignore_errors=True)
     return final
 
 
-def _write_files(folder: Path, step: int, config: dict, model, ema, state) -> None:
+def _write_files(folder: Path, step: int, config: dict, weights, state) -> None:
     _write_json(folder / "config.json", {"format": FORMAT, "version": VERSION, **config, "step": step})
-    save_file(_tensors(model), folder / "model.safetensors", metadata={"format": FORMAT})
-    save_file(_tensors(ema), folder / "ema.safetensors", metadata={"format": FORMAT})
+    for stem, tensors in weights.items():
+        save_file(_tensors(tensors), folder / f"{stem}.safetensors", metadata={"format": FORMAT})
     if state is not None:
         tensors, skeleton = flatten_state(state)
         save_file(_tensors(tensors), folder / "state.safetensors", metadata={"format": FORMAT})
@@ -218,9 +223,67 @@ def open_checkpoint(path: str | os.PathLike) -> Checkpoint:
     config = _read_json(folder / "config.json")
     if not isinstance(config, dict) or config.get("format") != FORMAT:
         raise UnmixError(f"{folder} is not an unmix checkpoint (config.json lacks \"format\": \"{FORMAT}\")")
+    if not isinstance(config.get("version", 0), int):
+        raise UnmixError(f"{folder}/config.json: 'version' must be an integer; the checkpoint is damaged")
     if int(config.get("version", 0)) > VERSION:
         raise UnmixError(f"{folder} was written by a newer unmix (format version {config['version']}); upgrade unmix")
     for key in ("net", "recipe"):
-        if key not in config:
-            raise UnmixError(f"{folder}/config.json has no {key!r} section; the checkpoint is damaged")
+        if not isinstance(config.get(key), dict):
+            raise UnmixError(f"{folder}/config.json has no usable {key!r} section; the checkpoint is damaged")
+    for key in ("data", "train"):
+        if config.get(key) is not None and not isinstance(config[key], dict):
+            raise UnmixError(f"{folder}/config.json: its {key!r} section must be an object; the checkpoint is damaged")
+    unknown = sorted(set(config) - KNOWN_KEYS)
+    if unknown:
+        raise UnmixError(f"{folder}/config.json has unknown sections {unknown}; valid: {', '.join(sorted(KNOWN_KEYS))}")
     return Checkpoint(folder, config)
+
+
+def verify_weights(c: Checkpoint) -> list[str]:
+    """Problems with the checkpoint's weight files (missing or unreadable), checked by reading each header."""
+    problems = []
+    for stem in WEIGHTS:
+        path = c.path / f"{stem}.safetensors"
+        try:
+            _load_tensors(path)
+        except UnmixError as e:
+            problems.append(str(e))
+    return problems
+
+
+def describe(path: str | os.PathLike) -> list[str]:
+    """What a checkpoint holds, as lines for `unmix info`: network, recipe, data, training progress, health."""
+    c = open_checkpoint(path)
+    cfg = c.config
+    data, recipe, tr = cfg.get("data") or {}, cfg["recipe"], cfg.get("train") or {}
+    lines = [
+        f"checkpoint   {c.path}",
+        f"step         {c.step} ({cfg.get('images_seen', 0) / 1000:.1f}k images)",
+        f"network      {cfg['net'].get('kind')}, " + ", ".join(f"{k}={v}" for k, v in cfg["net"].items() if k != "kind"),
+        f"recipe       {recipe.get('name')} ({recipe.get('parameterization')}"
+        + (f", {recipe['schedule']} schedule" if recipe.get("schedule") else f", sigma_data {recipe.get('sigma_data')}")
+        + (f", min-SNR {recipe['min_snr_gamma']}" if recipe.get("min_snr_gamma") else "") + ")",
+        f"data         {data.get('name')} ({data.get('size')} items of shape {data.get('shape')})",
+    ]
+    if cfg["net"].get("num_classes"):
+        lines.append(f"classes      {', '.join(map(str, data.get('class_names', [])))} (conditional, label dropout "
+                     f"{tr.get('label_dropout')})")
+    if tr:
+        lines.append(f"training     batch {tr.get('batch_size')}, lr {tr.get('lr')}, EMA half-life "
+                     f"{tr.get('ema_halflife_kimg')}k images, seed {tr.get('seed')}")
+    lines.append(f"files        {', '.join(sorted(p.name for p in c.path.iterdir()))}")
+    others = list_checkpoints(c.path.parent)
+    if len(others) > 1:
+        lines.append(f"in run       {', '.join(p.name for p in others)}")
+    stats = c.path.parent / "stats.jsonl"
+    last = [line for line in stats.read_text().splitlines() if line.strip()] if stats.is_file() else []
+    if last:
+        try:
+            rec = json.loads(last[-1])
+            lines.append(f"last log     step {rec.get('step')}, loss {rec.get('loss', float('nan')):.4f}, "
+                         f"{rec.get('seconds', 0) / 60:.1f} min")
+        except (ValueError, TypeError):
+            lines.append("last log     unreadable (stats.jsonl's last line is damaged)")
+    problems = verify_weights(c)
+    lines.append("health       " + ("weights readable" if not problems else "DAMAGED: " + "; ".join(problems)))
+    return lines

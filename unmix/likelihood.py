@@ -103,7 +103,7 @@ def _denoise(denoiser, x0, sigma: float, generator, cond, dtype) -> torch.Tensor
 @torch.no_grad()
 def vlb_bits_per_dim(denoiser, x0: torch.Tensor, schedule: DiscreteSchedule, levels: int, *,
                      variance: str = "small", generator: torch.Generator | None = None, cond=None,
-                     batch_size: int = 512, dtype: torch.dtype = torch.float32) -> dict[str, float]:
+                     batch_size: int = 512, dtype: torch.dtype = torch.float32, progress=None) -> dict[str, float]:
     """The DDPM variational bound on -log2 P(x0) per dimension, for data on `levels` values in [-1, 1].
 
     Returns the mean total and its parts (prior, diffusion, decoder), all in bits/dim, and n. Every step
@@ -124,6 +124,7 @@ def vlb_bits_per_dim(denoiser, x0: torch.Tensor, schedule: DiscreteSchedule, lev
         for name, t in zip(parts, terms):
             parts[name] += float(t.sum()) * scale
         total.append(sum(terms) * scale)
+        _report(progress, min(x0.shape[0], lo + batch_size), x0.shape[0])
     bpd = torch.cat(total)
     n = x0.shape[0]
     return {"bits_per_dim": float(bpd.mean()), **{k: v / n for k, v in parts.items()},
@@ -198,7 +199,7 @@ def ode_log_likelihood(denoiser, x: torch.Tensor, *, sigma_min: float = 0.002, s
 def ode_bits_per_dim(denoiser, x0: torch.Tensor, levels: int, *, sigma_min: float = 0.002,
                      sigma_max: float = 80.0, steps: int = 64, trace: str = "auto",
                      generator: torch.Generator | None = None, cond=None, batch_size: int = 256,
-                     dtype: torch.dtype = torch.float32) -> dict[str, float]:
+                     dtype: torch.dtype = torch.float32, progress=None) -> dict[str, float]:
     """Upper bound on -log2 P(x0) per dimension for data on `levels` values, by uniform dequantisation:
     each value moves uniformly within its bin (+-h) before the ODE log-density is taken."""
     h = bin_halfwidth(levels)
@@ -211,13 +212,14 @@ def ode_bits_per_dim(denoiser, x0: torch.Tensor, levels: int, *, sigma_min: floa
                                   trace=trace, generator=generator, dtype=dtype,
                                   cond=None if cond is None else cond[lo:lo + batch_size])
         out.append(-(logp + dim * math.log(2 * h)) / (dim * LN2))
+        _report(progress, min(x0.shape[0], lo + batch_size), x0.shape[0])
     bpd = torch.cat(out)
     n = x0.shape[0]
     return {"bits_per_dim": float(bpd.mean()), "bits_per_dim_sem": float(bpd.std() / math.sqrt(n)) if n > 1 else math.nan,
             "n": n}
 
 
-# -- a checkpoint against its own data ---------------------------------------------------------------
+# -- measuring a model on its own data ---------------------------------------------------------------
 METHODS = ("auto", "vlb", "ode")
 
 
@@ -232,57 +234,20 @@ def data_levels(data: torch.Tensor) -> int | None:
     return len(values) if torch.allclose(spacing, spacing[0].expand_as(spacing), rtol=1e-3) else None
 
 
-def checkpoint_nll(path, method: str = "auto", n: int = 256, *, steps: int = 64, trace: str = "auto",
-                   variance: str = "small", sigma_min: float | None = None, seed: int = 0,
-                   batch_size: int = 256, device: str | torch.device = "cpu") -> dict:
-    """Negative log-likelihood of a checkpoint on n items of its dataset, in bits/dim.
+def toy_nll(denoiser, x0: torch.Tensor, *, sigma_min: float, sigma_max: float, steps: int = 64, trace: str = "auto",
+            generator: torch.Generator | None = None, batch_size: int = 256, progress=None) -> dict:
+    """Continuous data (the 2-D toys): bits/dim and the mean log-likelihood per point in nats, with its error."""
+    n, parts = x0.shape[0], []
+    for lo in range(0, n, batch_size):
+        parts.append(ode_log_likelihood(denoiser, x0[lo:lo + batch_size], sigma_min=sigma_min, sigma_max=sigma_max,
+                                        steps=steps, trace=trace, generator=generator))
+        _report(progress, min(n, lo + batch_size), n)
+    logp = torch.cat(parts)
+    return {"bits_per_dim": float(-logp.mean() / (_dim(x0) * LN2)), "log_likelihood_nats": float(logp.mean()),
+            "log_likelihood_nats_sem": float(logp.std() / math.sqrt(n)) if n > 1 else math.nan, "n": n,
+            "sigma_min": sigma_min, "steps": steps}
 
-    Images: a random (seeded) subset of the dataset, discrete on their levels (VLB for discrete-time
-    models when method is "auto", else the dequantised ODE bound). 2-D toys: a fresh draw (held out from
-    training), continuous, through the ODE; the result also holds the log-likelihood per point in nats.
-    """
-    from unmix.api import load
-    from unmix.data import load_dataset
-    from unmix.data.toys import load_toy
-    from unmix.metrics.toys import TOYS
 
-    if method not in METHODS:
-        raise UnmixError(f"unknown likelihood method {method!r}; valid: {', '.join(METHODS)}")
-    if n < 1:
-        raise UnmixError(f"--n must be >= 1, got {n}")
-    model = load(path, device=device)
-    name = str(model.data.get("name"))
-    ds = load_toy(name, n=n, seed=seed + 1) if name in TOYS else load_dataset(name)  # toys: a fresh draw
-    if tuple(ds.shape) != model.shape:
-        raise UnmixError(f"dataset {name} gives items of shape {list(ds.shape)}, the checkpoint expects {list(model.shape)}")
-    g = torch.Generator().manual_seed(seed)
-    idx = torch.randperm(len(ds), generator=g)[:n]
-    x0 = ds.batch(idx)[0].to(model.device)
-    levels = data_levels(ds.data)
-    schedule = model.recipe.discrete
-    if method == "auto":
-        method = "vlb" if schedule is not None and levels is not None else "ode"
-    lo, hi = model.recipe.sigma_range()
-    lo = sigma_min if sigma_min is not None else lo
-    result: dict = {"data": name, "method": method, "levels": levels}
-    if method == "vlb":
-        if schedule is None:
-            raise UnmixError("the VLB needs a discrete-time model (trained with the ddpm or v recipe); use --method ode")
-        if levels is None:
-            raise UnmixError(f"the VLB's decoder needs discrete data; {name} is continuous, use --method ode")
-        result.update(vlb_bits_per_dim(model.denoiser, x0, schedule, levels, variance=variance, generator=g,
-                                       batch_size=batch_size))
-    elif levels is not None:
-        result.update(ode_bits_per_dim(model.denoiser, x0, levels, sigma_min=lo, sigma_max=hi, steps=steps,
-                                       trace=trace, generator=g, batch_size=batch_size), sigma_min=lo, steps=steps)
-    else:
-        logp = torch.cat([ode_log_likelihood(model.denoiser, x0[i:i + batch_size], sigma_min=lo, sigma_max=hi,
-                                             steps=steps, trace=trace, generator=g) for i in range(0, n, batch_size)])
-        dim = _dim(x0)
-        result.update(bits_per_dim=float(-logp.mean() / (dim * LN2)), log_likelihood_nats=float(logp.mean()),
-                      log_likelihood_nats_sem=float(logp.std() / math.sqrt(n)) if n > 1 else math.nan, n=n,
-                      sigma_min=lo, steps=steps)
-    if levels is not None:
-        result["uniform_bits_per_dim"] = uniform_bits_per_dim(levels)
-    return result
-
+def _report(progress, done: int, total: int) -> None:
+    if progress is not None:
+        progress(done, total)

@@ -1,7 +1,12 @@
-"""The typer application and the one rule for user errors: one line on stderr, exit code 2."""
+"""The typer application and the one rule for user errors: one line on stderr, exit code 2.
+
+Library errors speak Python (`lr=`, `label=`); `as_flags` words them as the command line's flags. `--debug`
+(or UNMIX_DEBUG=1) shows the traceback instead.
+"""
 from __future__ import annotations
 
 import os
+import re
 import sys
 
 import typer
@@ -10,56 +15,86 @@ from unmix.errors import UnmixError
 
 app = typer.Typer(
     add_completion=False,
-    no_args_is_help=True,
+    no_args_is_help=False,
+    invoke_without_command=True,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,
     help="unmix: train, sample, steer and measure denoising diffusion models.",
 )
 
+# Python names (library settings) whose flag is spelled differently; every other `name=` becomes `--name`.
+FLAG_NAMES = {"min_snr_gamma": "--min-snr", "ema_halflife_kimg": "--ema-halflife", "num_res_blocks": "--blocks",
+              "attn_levels": "--attn", "patch_size": "--patch", "labels": "--label"}
 
-def fail(message: str) -> None:
-    """Raise the user-facing error every command uses for bad input."""
-    raise UnmixError(message)
+
+def as_flags(message: str) -> str:
+    """`lr=0.1` -> `--lr 0.1`, `resume=True` -> `--resume`: a library message in the command line's words."""
+    message = message.replace("resume=True", "--resume")
+
+    def flag(m: re.Match) -> str:
+        name = m.group(1)
+        return FLAG_NAMES.get(name, "--" + name.replace("_", "-")) + " "
+
+    return re.sub(r"(?<![\w.-])([a-z][a-z0-9_]*)=(?!=)(\s?)", flag, message).rstrip()
+
+
+def version_callback(value: bool) -> None:
+    if value:
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            print(f"unmix {version('unmix')}")
+        except PackageNotFoundError:
+            print("unmix (not installed)")
+        raise typer.Exit()
+
+
+@app.callback()
+def root(ctx: typer.Context,
+         version: bool = typer.Option(False, "--version", callback=version_callback, is_eager=True,
+                                      help="Print the version and exit.")):
+    """unmix: train, sample, steer and measure denoising diffusion models."""
+    if ctx.invoked_subcommand is None:
+        print(ctx.get_help())
+        raise typer.Exit()
+
+
+def _error(message: str) -> int:
+    print(f"error: {message}", file=sys.stderr)
+    return 2
 
 
 def run_app(argv: list[str] | None = None) -> int:
-    """Run the CLI; user errors become one line and exit code 2 (set UNMIX_DEBUG=1 or --debug for tracebacks)."""
+    """Run the CLI; user errors become one line and exit code 2, Ctrl-C exit code 130."""
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = os.environ.get("UNMIX_DEBUG") == "1"
     if "--debug" in argv:
         argv.remove("--debug")
         debug = True
     try:
-        app(args=argv, standalone_mode=False)
+        result = app(args=argv, standalone_mode=False, prog_name="unmix")
     except UnmixError as e:
         if debug:
             raise
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    except (FileNotFoundError, IsADirectoryError, PermissionError) as e:
+        return _error(as_flags(str(e)))
+    except (FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError, FileExistsError) as e:
         if debug:
             raise
-        print(f"error: {e.strerror or e}: {e.filename}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
+        return _error(f"{e.strerror or e}: {e.filename}")
+    except OSError as e:  # disk full, read-only file system, ...
+        if debug:
+            raise
+        return _error(f"{e.strerror or e}" + (f": {e.filename}" if e.filename else ""))
+    except typer.Exit as e:
+        return int(getattr(e, "exit_code", 0) or 0)
+    except typer.Abort:
+        print("aborted", file=sys.stderr)
         return 130
-    except SystemExit as e:  # typer's own exits (--help)
-        return int(e.code or 0)
-    except Exception as e:  # click usage errors (bad flag) arrive here in non-standalone mode
-        import click
-
-        try:  # typer >= 0.20 raises its vendored copy of click's exceptions
-            from typer._click import exceptions as vendored
-        except ImportError:
-            vendored = click.exceptions
-        if isinstance(e, (click.exceptions.ClickException, vendored.ClickException)):
-            if debug:
-                raise
-            print(f"error: {e.format_message()}", file=sys.stderr)
-            return 2
-        if isinstance(e, (click.exceptions.Abort, getattr(vendored, "Abort", click.exceptions.Abort),
-                          getattr(typer, "Abort", click.exceptions.Abort))):
-            print("aborted", file=sys.stderr)
-            return 130
-        raise
-    return 0
+    except typer.TyperException as e:  # usage errors: bad flag, bad value, missing argument
+        if debug:
+            raise
+        return _error(e.format_message() if hasattr(e, "format_message") else str(e))
+    if result == 130:  # typer's answer to a Ctrl-C inside a command
+        print("interrupted (Ctrl-C)", file=sys.stderr)
+        return 130
+    return result if isinstance(result, int) else 0

@@ -36,6 +36,8 @@ def open_image(path: str | os.PathLike) -> Image.Image:
 
 def read_image(path: str | os.PathLike) -> Image.Image:
     """open_image for a file the user named: any failure is one clear UnmixError."""
+    if os.path.isdir(path):
+        raise UnmixError(f"{path} is a folder, not an image file")
     if not os.path.isfile(path):
         raise UnmixError(f"image {path} does not exist")
     try:
@@ -105,7 +107,14 @@ def scatter(points: torch.Tensor, size: int = 512, extent: float = 1.6, color=(3
 
 
 def render_batch(x: torch.Tensor, nrow: int | None = None) -> Image.Image:
-    """Images as a grid, points as a scatter plot."""
+    """Images [N, C, H, W] as a grid, points [N, 2] as a scatter plot."""
+    if not isinstance(x, torch.Tensor) or x.ndim not in (2, 4) or x.shape[0] < 1 or (x.ndim == 2 and x.shape[1] != 2):
+        shape = list(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
+        raise UnmixError(f"can draw images [N, C, H, W] or 2-D points [N, 2], got {shape}")
+    if x.ndim == 4 and x.shape[1] not in (1, 3):
+        raise UnmixError(f"can draw images with 1 or 3 channels, got {x.shape[1]}")
+    if nrow is not None and (not isinstance(nrow, int) or nrow < 1):
+        raise UnmixError(f"nrow must be an integer >= 1, got {nrow!r}")
     if x.ndim == 2:
         return scatter(x)
     return make_grid(x, nrow, scale=auto_scale(x.shape[-2]))
@@ -116,3 +125,44 @@ def save_gif(frames: list[Image.Image], path: str | os.PathLike, ms_per_frame: i
     frames = [f.convert("RGB") for f in frames] + [frames[-1].convert("RGB")] * hold_last
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     frames[0].save(path, save_all=True, append_images=frames[1:], duration=ms_per_frame, loop=0, optimize=False)
+
+
+def fit(img: Image.Image, shape) -> Image.Image:
+    """The picture at a model's size: short side scaled and centre-cropped (square models), or resized."""
+    h, w = shape[-2:]
+    if img.size == (w, h):
+        return img
+    return resize_crop(img, h) if h == w else img.resize((w, h), Image.LANCZOS)
+
+
+def load_image_for(path: str | os.PathLike, shape) -> tuple[torch.Tensor, tuple[int, int]]:
+    """An image file as [C, H, W] in [-1, 1] with a model's channels and size, and the file's original size."""
+    if shape[0] not in (1, 3):
+        raise UnmixError(f"the model has {shape[0]} channels; only 1 (grey) or 3 (RGB) images can be read")
+    img = read_image(path).convert("L" if shape[0] == 1 else "RGB")
+    x = torch.from_numpy(pil_to_array(fit(img, shape)).copy()).float() / 127.5 - 1
+    return x, img.size
+
+
+def load_mask_for(path: str | os.PathLike, image_size: tuple[int, int], shape) -> torch.Tensor:
+    """A mask image as [1, H, W] bool (True = white = fill in), checked against the image's size."""
+    img = read_image(path).convert("L")
+    if img.size != image_size:
+        raise UnmixError(f"mask {path} is {img.size[0]}x{img.size[1]} pixels but the image is "
+                         f"{image_size[0]}x{image_size[1]}; they must be the same size")
+    mask = torch.from_numpy(np.asarray(fit(img, shape)) >= 128)[None]
+    if not bool(mask.any()):
+        raise UnmixError(f"mask {path} is all black: nothing to fill in (white = fill in, black = keep)")
+    return mask
+
+
+def save_png(img: Image.Image, path: str | os.PathLike) -> Path:
+    """Save a PNG atomically (a temporary sibling, then renamed), so a crash never leaves half a file."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        img.save(tmp, format="PNG")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path

@@ -1,0 +1,52 @@
+"""Options several commands share, declared once: choices as enums (so --help lists them), ranges with min=."""
+from __future__ import annotations
+
+from enum import Enum
+
+import typer
+
+from unmix.samplers import DEFAULT_SAMPLER, list_samplers
+
+
+def choices(name: str, values) -> type[Enum]:
+    """A str Enum whose members are `values`: typer lists them in --help and rejects anything else."""
+    return Enum(name, {v: v for v in values}, type=str)
+
+
+Sampler = choices("Sampler", list_samplers())
+Weights = choices("Weights", ("ema", "model"))
+
+
+def value(choice) -> str | None:
+    """The plain string of an enum choice (None stays None)."""
+    return None if choice is None else getattr(choice, "value", choice)
+
+
+def sampler_option(default: str | None = DEFAULT_SAMPLER, what: str = "Sampler"):
+    return typer.Option(default, help=f"{what} (default {DEFAULT_SAMPLER}).", show_default=False)
+
+
+def nfe_option(default: int, what: str = "Network evaluations per sample."):
+    return typer.Option(default, min=1, max=10000, help=what)
+
+
+def seed_option(what: str = "Sample i uses seed + i."):
+    return typer.Option(0, help=what)
+
+
+def device_option():
+    return typer.Option("auto", help="auto | cpu | cuda | cuda:N | mps (checked before any work starts).")
+
+
+def label_option():
+    return typer.Option(None, "--label", help="Class for a class-conditional model: a class name or index "
+                                              "(sample: one for all, or comma-separated, one per sample).")
+
+
+def guidance_option():
+    return typer.Option(None, "--guidance", min=0.0, max=100.0,
+                        help="Classifier-free guidance scale with --label (default 1.5; 1 = none, 0 = unconditional).")
+
+
+def threads_option():
+    return typer.Option(None, "--threads", min=1, max=1024, help="CPU threads (default: PyTorch's choice).")

@@ -1,0 +1,203 @@
+"""A Model: a network, the recipe it was trained with and a description of its data, saved and loaded as a pair.
+
+    model = unmix.load("runs/digits")            # a checkpoint folder, or a run folder (its latest checkpoint)
+    images = model.sample(16, seed=0)             # [16, 1, 8, 8] in [-1, 1]
+    model.save("my-digits")                       # a folder `load` reads back: same images, bit for bit
+
+`model.denoiser` is the plain D(x, sigma, cond) that samplers, guidance and metrics consume. `sample`,
+`inpaint` and `edit` compose labels, classifier-free guidance and per-sample seeds the same way, so sample
+i depends only on its own seed. The folder format is the trainer's checkpoint (see unmix.checkpoint).
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from unmix import checkpoint as ckpt
+from unmix.edit import edit as sdedit
+from unmix.errors import UnmixError
+from unmix.guidance import steer
+from unmix.inpaint import inpaint as fill_in
+from unmix.losses import Recipe
+from unmix.nets import build_net, net_config
+from unmix.rng import generators_from_seeds
+from unmix.samplers import DEFAULT_SAMPLER, sample
+
+
+class Model:
+    """A trained network, its recipe and a description of its data (shape, class names)."""
+
+    def __init__(self, net: nn.Module, recipe: Recipe, data: dict, checkpoint: Path | None = None):
+        self.net, self.recipe, self.data, self.checkpoint = net.eval(), recipe, dict(data), checkpoint
+
+    @property
+    def denoiser(self):
+        return self.recipe.denoiser(self.net)
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return tuple(self.data["shape"])
+
+    @property
+    def num_classes(self) -> int:
+        return int(getattr(self.net.config, "num_classes", 0))
+
+    @property
+    def class_names(self) -> list[str]:
+        return list(self.data.get("class_names") or [])
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.net.parameters()).device
+
+    def to(self, device) -> "Model":
+        self.net.to(device)
+        return self
+
+    def config(self) -> dict:
+        """What `save` writes to config.json (besides the format marker): enough to rebuild the model."""
+        return {"net": net_config(self.net), "recipe": self.recipe.to_dict(), "data": self.data}
+
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write the model as a checkpoint folder (atomically; safetensors) that `load` reads back exactly."""
+        state = {k: v.detach() for k, v in self.net.state_dict().items()}
+        return ckpt.write_folder(Path(path), self.config(), {"model": state, "ema": state})
+
+    def labels_for(self, labels, n: int) -> torch.Tensor | None:
+        """Class labels as a [n] tensor: an int or class name for all, or one per sample; None = unconditional."""
+        if labels is None:
+            return None
+        if not self.num_classes:
+            raise UnmixError("this model was trained without labels; it cannot take labels= "
+                             "(train a class-conditional model with cond='label')")
+        if isinstance(labels, (str, int)):
+            labels = [labels] * n
+        out = [self._label(lab) for lab in (labels.tolist() if isinstance(labels, torch.Tensor) else labels)]
+        if len(out) != n:
+            raise UnmixError(f"got {len(out)} labels for {n} samples")
+        return torch.tensor(out, dtype=torch.long)
+
+    def _label(self, lab) -> int:
+        names = self.class_names
+        if isinstance(lab, str) and not lab.strip().lstrip("-").isdigit():
+            if lab not in names:
+                raise UnmixError(f"unknown class {lab!r}; valid: {', '.join(names)}")
+            return names.index(lab)
+        try:
+            lab = int(lab)
+        except (TypeError, ValueError):
+            raise UnmixError(f"a label is a class index or name, got {lab!r}") from None
+        if not 0 <= lab <= self.num_classes:
+            raise UnmixError(f"label {lab} out of range: valid 0..{self.num_classes - 1} "
+                             f"(or {self.num_classes} for no label)")
+        return lab
+
+    def _steered(self, n: int, labels, guidance):
+        """(denoiser, cond): labels and classifier-free guidance composed the one way every method uses."""
+        cond = self.labels_for(labels, n)
+        return steer(self.denoiser, cond, guidance), cond
+
+    def _seeds(self, n: int, seed: int, seeds, generator) -> list[int] | list[torch.Generator]:
+        if not isinstance(n, int) or isinstance(n, bool) or n < 1:
+            raise UnmixError(f"the number of samples must be an integer >= 1, got {n!r}")
+        if generator is not None:
+            if seeds is not None:
+                raise UnmixError("pass either seeds= or generator=, not both")
+            gens = [generator] * n if isinstance(generator, torch.Generator) else list(generator)
+            if len(gens) != n:
+                raise UnmixError(f"got {len(gens)} generators for {n} samples")
+            return gens
+        seeds = list(range(int(seed), int(seed) + n)) if seeds is None else [int(s) for s in seeds]
+        if len(seeds) != n:
+            raise UnmixError(f"got {len(seeds)} seeds for {n} samples")
+        return seeds
+
+    @torch.no_grad()
+    def sample(self, n: int = 16, seed: int = 0, seeds=None, sampler: str | None = None, nfe: int = 32,
+               labels=None, guidance: float | None = None, device=None, batch_size: int = 256, callback=None,
+               generator=None, **options) -> torch.Tensor:
+        """n samples [n, *shape], clamped to [-1, 1]. Sample i uses seed + i (or seeds[i]), so it does not
+        depend on n or the batch size; `generator` (one, or one per sample) replaces the seeds.
+        `callback(step, sigma, x, x0_hat)` sees each batch's steps."""
+        keys = self._seeds(n, seed, seeds, generator)
+        if not isinstance(batch_size, int) or batch_size < 1:
+            raise UnmixError(f"batch_size must be an integer >= 1, got {batch_size!r}")
+        device = torch.device(device) if device is not None else self.device
+        self.net.to(device)
+        denoiser, cond = self._steered(n, labels, guidance)
+        sigma_min, sigma_max = self.recipe.sigma_range()
+        shared = isinstance(generator, torch.Generator)
+        out = []
+        for lo in range(0, n, batch_size):
+            hi = min(n, lo + batch_size)
+            gens = generator if shared else (keys[lo:hi] if generator is not None else generators_from_seeds(keys[lo:hi]))
+            x = sample(denoiser, (hi - lo, *self.shape), sampler or DEFAULT_SAMPLER, nfe, generator=gens,
+                       device=device, sigma_min=sigma_min, sigma_max=sigma_max,
+                       cond=None if cond is None else cond[lo:hi].to(device), callback=callback, **options)
+            out.append(x.float().clamp(-1, 1).cpu())
+        return torch.cat(out)
+
+    @torch.no_grad()
+    def inpaint(self, image: torch.Tensor, mask, n: int = 8, seed: int = 0, labels=None,
+                guidance: float | None = None, **options) -> torch.Tensor:
+        """n completions of `image` [C, H, W] where `mask` is True (see unmix.inpaint.inpaint for methods);
+        completion i uses seed + i; the known pixels come back exactly."""
+        denoiser, cond = self._steered(self._count(n), labels, guidance)
+        lo, hi = self.recipe.sigma_range()
+        x = fill_in(denoiser, image.to(self.device), mask, n, generator=self._generators(n, seed),
+                                cond=None if cond is None else cond.to(self.device), sigma_min=lo, sigma_max=hi,
+                                **options)
+        return _clamped(x)
+
+    @torch.no_grad()
+    def edit(self, image: torch.Tensor, strength: float, n: int = 8, seed: int = 0, labels=None,
+             guidance: float | None = None, **options) -> torch.Tensor:
+        """n SDEdit edits of `image` [C, H, W] at `strength` (0 keeps it, 1 ignores it); edit i uses seed + i."""
+        denoiser, cond = self._steered(self._count(n), labels, guidance)
+        lo, hi = self.recipe.sigma_range()
+        x = sdedit(denoiser, image.to(self.device), strength, n, generator=self._generators(n, seed),
+                          cond=None if cond is None else cond.to(self.device), sigma_min=lo, sigma_max=hi, **options)
+        return _clamped(x)
+
+    def _count(self, n) -> int:
+        return len(self._seeds(n, 0, None, None))
+
+    def _generators(self, n: int, seed: int) -> list[torch.Generator]:
+        return generators_from_seeds(range(int(seed), int(seed) + n))
+
+
+def _clamped(result):
+    """Clamp images to [-1, 1] (keeping an (images, nfe) pair's count)."""
+    if isinstance(result, tuple):
+        return result[0].float().clamp(-1, 1).cpu(), result[1]
+    return result.float().clamp(-1, 1).cpu()
+
+
+def load(path: str | os.PathLike, weights: str = "ema", device: str | torch.device = "cpu") -> Model:
+    """A Model from a checkpoint folder or a training output folder (its latest checkpoint)."""
+    c = ckpt.open_checkpoint(path)
+    net, recipe = rebuild(c.config, c.path)
+    try:
+        net.load_state_dict(c.weights(weights))
+    except RuntimeError as e:
+        raise UnmixError(f"{c.path}: weights do not match the network in config.json ({str(e).splitlines()[0]})") from None
+    return Model(net.to(device), recipe, c.config.get("data") or {}, c.path)
+
+
+def rebuild(config: dict, where: Path | str = "config.json") -> tuple[nn.Module, Recipe]:
+    """(network, recipe) from a checkpoint config; a hand-edited or damaged config is one clear error."""
+    try:
+        net = build_net(config["net"])
+        recipe = Recipe.from_dict(config["recipe"])
+    except UnmixError as e:
+        raise UnmixError(f"{where}/config.json: {e}") from None
+    except (TypeError, KeyError, ValueError, AttributeError) as e:
+        raise UnmixError(f"{where}/config.json has a setting of the wrong type or value ({e}); "
+                         "the checkpoint is damaged") from None
+    data = config.get("data")
+    if data is not None and not (isinstance(data, dict) and isinstance(data.get("shape", []), list)):
+        raise UnmixError(f"{where}/config.json: its 'data' section must be an object with a 'shape' list")
+    return net, recipe

@@ -1,0 +1,47 @@
+"""What one training step optimises, as an object the trainer calls without knowing the model kind.
+
+    draws = objective.draw(batch, generator, item_shape)   # every random draw of one GLOBAL batch
+    loss  = objective.loss(net, x0, cond, draws_slice)      # per-sample loss [b] of this rank's slice
+
+Drawing the whole global batch from one seeded generator first, and only then slicing it across ranks and
+accumulation rounds, is what makes a run independent of how its work is divided, and resumable bit for bit.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from unmix.losses import Recipe
+
+
+class DiffusionObjective:
+    """The denoising loss of a Recipe, with label dropout ("no label" = class num_classes) for guidance."""
+
+    def __init__(self, recipe: Recipe, num_classes: int = 0, label_dropout: float = 0.0):
+        self.recipe, self.num_classes, self.label_dropout = recipe, num_classes, label_dropout
+
+    def draw(self, batch: int, generator: torch.Generator, item_shape: tuple[int, ...]) -> dict[str, torch.Tensor]:
+        sigma = self.recipe.sample_sigma(batch, generator)
+        noise = torch.randn((batch, *item_shape), generator=generator)
+        drop = torch.rand(batch, generator=generator) < self.label_dropout
+        return {"sigma": sigma, "noise": noise, "drop": drop}
+
+    def loss(self, net: nn.Module, x0: torch.Tensor, cond, draws: dict[str, torch.Tensor]) -> torch.Tensor:
+        if self.num_classes:
+            cond = torch.where(draws["drop"].to(x0.device), self.num_classes, cond)
+        else:
+            cond = None
+        return self.recipe.loss(self.recipe.denoiser(net), x0, draws["sigma"].to(x0.device),
+                                draws["noise"].to(x0.device), cond)
+
+    def bucket(self, draws: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Where each sample's noise level falls in the training distribution, in [0, 1] (loss by quartile)."""
+        return self.recipe.quantile(draws["sigma"])
+
+    def checkpoint_config(self) -> dict:
+        return {"recipe": self.recipe.to_dict()}
+
+
+def split(draws: dict[str, torch.Tensor], sl: slice, device) -> dict[str, torch.Tensor]:
+    """The rows `sl` of every draw, on `device`."""
+    return {k: v[sl].to(device) for k, v in draws.items()}

@@ -1,0 +1,334 @@
+"""The training loop: AdamW with warm-up, gradient clipping and accumulation, EMA, checkpoints, resume, DDP.
+
+    run = start(TrainConfig(data="digits", steps=2000))      # or resume("runs/digits", steps=4000, lr=5e-4)
+    result = run.train()                                      # -> TrainResult(checkpoint, step, stopped_by, ...)
+
+Invariants the loop keeps (and the tests check):
+- One global batch per step is drawn from a single seeded generator (item indices first, then the objective's
+  noise levels, noise and label dropout), and only then split across ranks and accumulation rounds: the run does
+  not depend on how the work is divided.
+- A checkpoint is taken after the step's EMA update and holds the generator state, so interrupted and resumed
+  equals uninterrupted, bit for bit on CPU.
+- Under torchrun each rank computes its share, DDP averages gradients, and rank 0 alone writes logs, previews and
+  checkpoints, holding the run folder's lock.
+"""
+from __future__ import annotations
+
+import contextlib
+import copy
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from unmix import checkpoint as ckpt
+from unmix.data import Dataset, load_dataset
+from unmix.distributed import Dist, cpu_threads, init_distributed, pick_device
+from unmix.errors import UnmixError
+from unmix.losses import Recipe
+from unmix.model import Model, rebuild
+from unmix.nets import build_net
+from unmix.objectives import DiffusionObjective, split
+from unmix.runlock import RunLock
+from unmix.train_config import (RESCUE_KEYS, RUNTIME_KEYS, TrainConfig, check_config, fill_defaults,
+                                network_config)
+from unmix.train_log import StepStats, Stop, append_log, progress_bar, truncate_log, version
+
+
+@dataclass
+class TrainState:
+    """Everything that changes during training: weights, their EMA, the optimiser, the data generator, counters."""
+
+    net: nn.Module
+    ema: nn.Module
+    opt: torch.optim.Optimizer
+    generator: torch.Generator
+    step: int = 0
+    images: int = 0
+
+    @classmethod
+    def fresh(cls, net: nn.Module, cfg: TrainConfig) -> "TrainState":
+        ema = copy.deepcopy(net).eval().requires_grad_(False)
+        opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        return cls(net, ema, opt, torch.Generator().manual_seed(cfg.seed))
+
+    def save(self, out: str | Path, config: dict, keep: int) -> Path:
+        state = {"optimizer": self.opt.state_dict(), "generator": self.generator.get_state(),
+                 "torch_rng": torch.get_rng_state(),
+                 "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+                 "step": self.step, "images": self.images}
+        weights = {"model": self.net.state_dict(), "ema": self.ema.state_dict()}
+        return ckpt.save_checkpoint(out, self.step, {**config, "images_seen": self.images}, weights, state, keep)
+
+    def restore(self, c: ckpt.Checkpoint) -> None:
+        self.net.load_state_dict(c.weights("model"))
+        self.ema.load_state_dict(c.weights("ema"))
+        state = c.training_state()
+        self.opt.load_state_dict(state["optimizer"])
+        self.generator.set_state(state["generator"])
+        torch.set_rng_state(state["torch_rng"])
+        if state["cuda_rng"] and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["cuda_rng"])
+        self.step, self.images = int(state["step"]), int(state["images"])
+
+
+def ema_update(ema: nn.Module, net: nn.Module, batch: int, images_seen: int, halflife_kimg: float, rampup: float):
+    """EMA with a half-life counted in images (Karras et al. 2022), shortened early in training."""
+    halflife = halflife_kimg * 1000
+    if rampup > 0:
+        halflife = min(halflife, images_seen * rampup)
+    beta = 0.5 ** (batch / halflife) if halflife > 0 else 0.0
+    with torch.no_grad():
+        for e, p in zip(ema.parameters(), net.parameters()):
+            e.lerp_(p.detach().to(e.dtype), 1 - beta)
+        for e, b in zip(ema.buffers(), net.buffers()):
+            e.copy_(b)
+
+
+def train_step(state: TrainState, model: nn.Module, objective, data: Dataset, cfg: TrainConfig, d: Dist,
+               stats: StepStats, autocast=contextlib.nullcontext()) -> None:
+    """One optimiser step on one global batch: draw it all, run this rank's share in `accum` rounds, clip, step,
+    update the EMA. `model` is `state.net` itself or its DDP / compiled wrapper."""
+    B, device = cfg.batch_size, next(state.net.parameters()).device
+    for g in state.opt.param_groups:
+        g["lr"] = cfg.lr * min(1.0, (state.step + 1) / max(1, cfg.warmup_steps))
+    idx = torch.randint(0, len(data), (B,), generator=state.generator)
+    draws = objective.draw(B, state.generator, data.shape)
+    share = B // d.world
+    micro = share // cfg.accum
+    state.opt.zero_grad(set_to_none=True)
+    for k in range(cfg.accum):
+        sl = slice(d.rank * share + k * micro, d.rank * share + (k + 1) * micro)
+        x0, cond = data.batch(idx[sl].to(device))
+        sync = k == cfg.accum - 1 or d.world == 1
+        with (contextlib.nullcontext() if sync else model.no_sync()), autocast:
+            per_sample = objective.loss(model, x0, cond, split(draws, sl, device))
+        (per_sample.sum() / share).backward()
+        stats.add(per_sample.detach(), objective.bucket(split(draws, sl, "cpu")).to(device))
+    stats.add_grad(nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip if cfg.grad_clip > 0 else math.inf))
+    state.opt.step()
+    state.step += 1
+    state.images += B
+    ema_update(state.ema, state.net, B, state.images, cfg.ema_halflife_kimg, cfg.ema_rampup)
+
+
+@dataclass
+class TrainResult:
+    checkpoint: Path | None
+    step: int
+    stopped_by: str  # "steps" | "minutes" | "SIGINT" | "SIGTERM"
+    last_stats: dict = field(default_factory=dict)
+
+
+class Run:
+    """A resolved run, ready to train: config, dataset, network config, objective, device. Build it with
+    `start` (new run, optionally from trained weights) or `resume` (continue a run folder)."""
+
+    def __init__(self, config: TrainConfig, dataset: Dataset | None, resume_from: ckpt.Checkpoint | None = None,
+                 init_from: ckpt.Checkpoint | None = None):
+        check_config(config)
+        self.dist = init_distributed(config.device)
+        self.device = pick_device(config.device, self.dist)
+        self.dataset = dataset if dataset is not None else load_dataset(config.data, config.size)
+        ds = self.dataset
+        self.config = cfg = fill_defaults(config, ds.name, ds.is_image, ds.labels is not None)
+        if cfg.batch_size % (self.dist.world * cfg.accum):
+            raise UnmixError(f"batch_size={cfg.batch_size} must be divisible by processes x accum "
+                             f"= {self.dist.world * cfg.accum}")
+        self.resume_from, self.init_from, self.last_record = resume_from, init_from, {}
+        stored = resume_from or init_from
+        if stored is not None:
+            self._adopt(stored)
+        else:
+            noise = {k: getattr(cfg, k) for k in ("p_mean", "p_std") if getattr(cfg, k) is not None}
+            self.recipe = Recipe.from_name(cfg.recipe, min_snr_gamma=cfg.min_snr_gamma, sigma_data=cfg.sigma_data,
+                                           **noise)
+            self.net_config = network_config(cfg, ds.name, ds.shape, ds.num_classes if cfg.cond == "label" else 0,
+                                             self.recipe.noise_scale)
+            build_net(self.net_config)  # validates the settings
+        if resume_from is None and ckpt.list_checkpoints(cfg.out):
+            raise UnmixError(f"{cfg.out} already holds checkpoints; pass resume=True to continue that run, "
+                             f"or choose another out=")
+        classes = self.net_config.get("num_classes", 0) if cfg.cond == "label" else 0
+        self.objective = DiffusionObjective(self.recipe, classes, cfg.label_dropout)
+
+    def _adopt(self, c: ckpt.Checkpoint) -> None:
+        """Take the network and recipe of a checkpoint (resume or fine-tune), checked against this data."""
+        stored, ds = c.config, self.dataset
+        if list((stored.get("data") or {}).get("shape", [])) != list(ds.shape):
+            raise UnmixError(f"the dataset gives items of shape {list(ds.shape)}, but {c.path} was trained on "
+                             f"{(stored.get('data') or {}).get('shape')}")
+        rebuild(stored, c.path)
+        self.net_config, self.recipe = stored["net"], Recipe.from_dict(stored["recipe"])
+        classes = int(self.net_config.get("num_classes", 0))
+        if self.config.cond == "label" and classes != ds.num_classes:
+            raise UnmixError(f"{c.path} was trained with {classes} classes, the dataset has {ds.num_classes}; "
+                             "class-conditional fine-tuning needs the same classes (or cond='none')")
+        if self.init_from is not None and self.config.net:
+            raise UnmixError("init= keeps the checkpoint's network; drop the network settings (net=)")
+
+    def describe(self) -> dict:
+        """The fully resolved run, as --dry-run prints it."""
+        net = build_net(self.net_config)
+        return {
+            "train": asdict(self.config), "net": self.net_config,
+            "parameters": sum(p.numel() for p in net.parameters()),
+            "recipe": self.recipe.to_dict(), "data": self.dataset.describe(), "device": str(self.device),
+            "threads": cpu_threads(self.config.threads, self.dist) if self.device.type == "cpu" else None,
+            "processes": self.dist.world,
+            "resume_from": str(self.resume_from.path) if self.resume_from else None,
+            "init_from": str(self.init_from.path) if self.init_from else None,
+        }
+
+    def checkpoint_config(self) -> dict:
+        return {"net": self.net_config, **self.objective.checkpoint_config(), "data": self.dataset.describe(),
+                "train": asdict(self.config), "unmix_version": version()}
+
+    def train(self, progress: bool = True) -> TrainResult:
+        """Train until steps, minutes or a signal; save; return where it stopped (rank 0 holds the folder lock)."""
+        with RunLock(self.config.out, enabled=self.dist.main):
+            return self._loop(progress)
+
+    def _new_state(self) -> TrainState:
+        cfg, d = self.config, self.dist
+        if self.device.type == "cpu":
+            torch.set_num_threads(cpu_threads(cfg.threads, d))
+        torch.manual_seed(cfg.seed + d.rank)  # dropout; each rank its own stream
+        state = TrainState.fresh(build_net(self.net_config).to(self.device), cfg)
+        if self.resume_from is not None:
+            state.restore(self.resume_from)
+            if d.main:
+                truncate_log(Path(cfg.out) / "stats.jsonl", state.step)
+        elif self.init_from is not None:
+            state.net.load_state_dict(self.init_from.weights("model"))
+            state.ema.load_state_dict(self.init_from.weights("ema"))
+        return state
+
+    def _wrapped(self, net: nn.Module) -> nn.Module:
+        model = net
+        if self.dist.world > 1:
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            model = nn.parallel.DistributedDataParallel(net, device_ids=ids)
+        return torch.compile(model) if self.config.compile else model
+
+    def _loop(self, progress: bool) -> TrainResult:
+        cfg, d = self.config, self.dist
+        state = self._new_state()
+        model, data = self._wrapped(state.net), self.dataset.to(self.device)
+        bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and self.device.type == "cuda")
+        autocast = torch.autocast(self.device.type, dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
+        stats, start = StepStats(self.device), time.monotonic()
+        self.last_good = self.resume_from.path if self.resume_from else None
+        bar = progress_bar(progress and d.main, state.step, cfg.steps, cfg.minutes)
+        with Stop() as stop:
+            while not (stopped_by := self._stop_reason(state.step, start, stop)):
+                train_step(state, model, self.objective, data, cfg, d, stats, autocast)
+                bar.update(1)
+                if state.step % cfg.log_every == 0:
+                    bar.set_postfix(loss=f"{self._log(stats, state, start):.4f}")
+                if state.step % cfg.checkpoint_every == 0:
+                    self._save(state, stats, start)
+                if state.step % cfg.sample_every == 0 and d.main:
+                    self._preview(state.ema, state.step)
+        bar.close()
+        if self.last_good is None or not self.last_good.name.endswith(f"{state.step:08d}"):
+            self._save(state, stats, start)
+        if d.main and state.step % cfg.sample_every != 0 and stopped_by in ("steps", "minutes"):
+            self._preview(state.ema, state.step)
+        if d.world > 1:
+            dist.barrier()
+        self.net, self.ema = state.net, state.ema
+        return TrainResult(self.last_good, state.step, stopped_by, self.last_record)
+
+    def _stop_reason(self, step: int, start: float, stop: Stop) -> str | None:
+        cfg = self.config
+        flags = torch.tensor([cfg.steps is not None and step >= cfg.steps,
+                              cfg.minutes is not None and time.monotonic() - start >= cfg.minutes * 60,
+                              stop.signal == "SIGINT", stop.signal == "SIGTERM"], dtype=torch.float32)
+        if self.dist.world > 1:  # every rank must stop at the same step
+            flags = flags.to(self.device)
+            dist.all_reduce(flags, op=dist.ReduceOp.MAX)
+            flags = flags.cpu()
+        hit = [r for r, f in zip(("steps", "minutes", "SIGINT", "SIGTERM"), flags.tolist()) if f]
+        return hit[-1] if hit else None
+
+    def _log(self, stats: StepStats, state: TrainState, start: float) -> float:
+        """Reduce the stats over ranks, stop on a non-finite loss, write one JSON line (rank 0)."""
+        record = stats.reduce(self.dist)
+        if not all(math.isfinite(v) for v in (record["loss"], record["grad_norm"])):
+            kept = (f"the last good checkpoint ({self.last_good}) is untouched; continue from it with a lower "
+                    f"learning rate: resume=True, lr={self.config.lr / 4:g}" if self.last_good
+                    else "no checkpoint was written")
+            raise UnmixError(f"training diverged: non-finite loss or gradient by step {state.step}; {kept} "
+                             f"(or a stronger grad_clip)")
+        record = {"step": state.step, "kimg": round(state.images / 1000, 3), **record,
+                  "lr": state.opt.param_groups[0]["lr"], "seconds": round(time.monotonic() - start, 2)}
+        self.last_record = record
+        if self.dist.main:
+            append_log(Path(self.config.out) / "stats.jsonl", record)
+        return record["loss"]
+
+    def _save(self, state: TrainState, stats: StepStats, start: float) -> None:
+        if stats.count:  # never save weights that came from a non-finite step
+            self._log(stats, state, start)
+        path = Path(self.config.out) / f"{ckpt.PREFIX}{state.step:08d}"
+        if self.dist.main:
+            path = state.save(self.config.out, self.checkpoint_config(), self.config.keep)
+        if self.dist.world > 1:
+            dist.barrier()
+        self.last_good = path
+
+    def _preview(self, ema: nn.Module, step: int) -> None:
+        model = Model(ema, self.recipe, self.dataset.describe())
+        n, labels = (64 if self.dataset.is_image else 2000), None
+        if model.num_classes and self.dataset.is_image:  # one row of 8 per class (the first 10 classes)
+            n = 8 * min(model.num_classes, 10)
+            labels = torch.arange(n) // 8
+        elif model.num_classes:
+            labels = torch.arange(n) % model.num_classes
+        x = model.sample(n, seed=0, sampler=self.config.sampler, nfe=self.config.nfe, labels=labels,
+                         device=self.device)
+        from unmix.data.images import render_batch
+
+        folder = Path(self.config.out) / "samples"
+        folder.mkdir(parents=True, exist_ok=True)
+        img = render_batch(x, nrow=8 if self.dataset.is_image else None)
+        img.save(folder / f"step-{step:08d}.png")
+        img.save(Path(self.config.out) / "samples.png")
+
+
+def start(config: TrainConfig | None = None, dataset: Dataset | None = None) -> Run:
+    """A new run (config.init: from a trained checkpoint's weights, with a fresh optimiser)."""
+    config = config or TrainConfig()
+    check_config(config)
+    init_from = ckpt.open_checkpoint(config.init) if config.init else None
+    return Run(config, dataset, init_from=init_from)
+
+
+def resume(out: str | Path, dataset: Dataset | None = None, **changes) -> Run:
+    """Continue the latest checkpoint in `out`, changing only run-time and rescue settings (`changes`)."""
+    if not ckpt.list_checkpoints(out):
+        raise UnmixError(f"resume: no checkpoint in {out} to resume from (train it without resume first)")
+    c = ckpt.open_checkpoint(out)
+    try:
+        stored = TrainConfig.from_dict(c.config["train"])
+    except (KeyError, TypeError) as e:
+        raise UnmixError(f"{c.path}/config.json has no usable 'train' section ({e}); it can be sampled, not resumed") from None
+    changes.pop("out", None)
+    if "steps" in changes or "minutes" in changes:  # a new stop condition replaces the stored one
+        stored.steps = stored.minutes = None
+    for key, value in TrainConfig.from_dict(changes).__dict__.items():
+        if key not in changes:
+            continue
+        if key in RUNTIME_KEYS or key in RESCUE_KEYS:
+            setattr(stored, key, value)
+        elif value != getattr(stored, key):
+            raise UnmixError(f"{key}={value!r} differs from the resumed run's {getattr(stored, key)!r}; on resume only "
+                             f"{', '.join(sorted(RUNTIME_KEYS | RESCUE_KEYS))} may change (start a new run from its "
+                             "weights with init= to change the rest)")
+    stored.out = str(out)
+    return Run(stored, dataset, resume_from=c)
