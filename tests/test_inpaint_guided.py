@@ -203,4 +203,4 @@ def test_cli_bad_weight_is_one_line_and_exit_2(cli_files, capsys, weight):
     code, _, err = _cli(["inpaint", ckpt, root / "digit.png", "--mask", root / "mask.png", "--method", "guided",
                          "--weight", weight], capsys)
     assert code == 2
-    assert len(err.strip().splitlines()) == 1 and "guidance weight" in err, err
+    assert len(err.strip().splitlines()) == 1 and "Invalid value for '--weight'" in err, err

@@ -10,7 +10,6 @@ a short composition of the library below it; the CLI and the web page call these
 """
 from __future__ import annotations
 
-import math
 import os
 from pathlib import Path
 
@@ -18,11 +17,12 @@ import torch
 
 from unmix import trainer
 from unmix.data import load_dataset
-from unmix.data.images import load_image_for, read_image, pil_to_array, render_batch, resize_crop, save_png
+from unmix.data.images import load_image_for, pil_to_array, read_image, render_batch, resize_crop, save_png
 from unmix.data.toys import load_toy
 from unmix.errors import UnmixError
-from unmix.likelihood import METHODS, data_levels, ode_bits_per_dim, ode_log_likelihood, toy_nll, vlb_bits_per_dim
-from unmix.metrics.evaluate import check_count, check_data, evaluate as evaluate_samples
+from unmix.likelihood import METHODS, data_levels, ode_bits_per_dim, toy_nll, vlb_bits_per_dim
+from unmix.metrics.evaluate import check_count, check_data
+from unmix.metrics.evaluate import evaluate as evaluate_samples
 from unmix.metrics.toys import TOYS
 from unmix.model import Model, load
 from unmix.samplers import DEFAULT_SAMPLER, get_sampler

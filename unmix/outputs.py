@@ -37,8 +37,9 @@ def fresh_folder(out: str | os.PathLike | None, beside: Path, kind: str = "gener
     return folder
 
 
-def check_file_path(path: str | os.PathLike | None, suffix: str) -> Path | None:
-    """An output file the user named: the right suffix, its folder existing and writable (checked up front)."""
+def check_file_path(path: str | os.PathLike | None, suffix: str, created: Path | None = None) -> Path | None:
+    """An output file the user named: the right suffix, its folder existing (or being `created`, the call's own
+    output folder) and writable; checked up front, before any work."""
     if path is None:
         return None
     path = Path(path)
@@ -46,6 +47,9 @@ def check_file_path(path: str | os.PathLike | None, suffix: str) -> Path | None:
         raise UnmixError(f"{path} must end in {suffix}")
     if path.is_dir():
         raise UnmixError(f"{path} is a folder; give a file name ending in {suffix}")
+    if created is not None and path.parent.resolve() == Path(created).resolve():
+        _check_writable(path.parent)
+        return path
     if not path.parent.is_dir():
         raise UnmixError(f"the folder of {path} does not exist; create it first or choose another path")
     if not os.access(path.parent, os.W_OK):
@@ -60,9 +64,9 @@ def _check_writable(folder: Path) -> None:
 
 
 def write_samples(folder: Path, x: torch.Tensor, seeds: list[int], nrow: int | None = None, scale: int | None = None,
-                  singles: bool = True) -> list[str]:
-    """grid.png (or scatter.png for points) and, for images, one PNG per sample named by its seed, enlarged by
-    `scale` (default: to at least 64 pixels) so that small images are visible. Returns what was written."""
+                  singles: bool = True, stem: str | None = None) -> list[str]:
+    """grid.png (or scatter.png for points) and, for images, one PNG per sample (named by its seed, or STEM-NNN),
+    enlarged by `scale` (default: to at least 64 pixels) so that small images are visible. Returns what was written."""
     folder.mkdir(parents=True, exist_ok=True)
     if x.ndim != 4:
         return [str(save_png(render_batch(x), folder / "scatter.png"))]
@@ -70,13 +74,14 @@ def write_samples(folder: Path, x: torch.Tensor, seeds: list[int], nrow: int | N
     written = [str(save_png(make_grid(x[:GRID_LIMIT], nrow, scale=scale), folder / "grid.png"))]
     if singles:
         for i, (img, s) in enumerate(zip(x, seeds)):
-            save_png(to_pil(img, scale), folder / f"{i:04d}_seed{s}.png")
+            save_png(to_pil(img, scale), folder / (f"{stem}-{i:03d}.png" if stem else f"{i:04d}_seed{s}.png"))
         written.append(f"{len(x)} single PNGs at {scale}x in {folder}/")
     return written
 
 
 def save_npy(path: Path, x: torch.Tensor) -> str:
     """Raw samples as float32 .npy (values in [-1, 1]), written atomically."""
+    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp.npy")
     try:
         np.save(tmp, x.numpy().astype(np.float32))

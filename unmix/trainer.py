@@ -34,8 +34,7 @@ from unmix.model import Model, rebuild
 from unmix.nets import build_net
 from unmix.objectives import DiffusionObjective, split
 from unmix.runlock import RunLock
-from unmix.train_config import (RESCUE_KEYS, RUNTIME_KEYS, TrainConfig, check_config, fill_defaults,
-                                network_config)
+from unmix.train_config import RESCUE_KEYS, RUNTIME_KEYS, TrainConfig, check_config, fill_defaults, network_config
 from unmix.train_log import StepStats, Stop, append_log, progress_bar, truncate_log, version
 
 

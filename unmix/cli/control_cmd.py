@@ -1,39 +1,53 @@
 """`unmix inpaint` and `unmix edit`: steer a trained model with an image (and a mask, a label)."""
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import torch
 import typer
-from tqdm import tqdm
 
 from unmix import api
 from unmix.cli.app import app
-from unmix.cli.options import Sampler, choices, guidance_option, label_option, nfe_option, seed_option, value
-from unmix.data.images import load_image_for, load_mask_for, make_grid, save_png, auto_scale
+from unmix.cli.options import (
+    Sampler,
+    choices,
+    guidance_option,
+    label_option,
+    nfe_option,
+    seed_option,
+    value,
+)
+from unmix.cli.progress import LazyBar
+from unmix.data.images import (
+    auto_scale,
+    load_image_for,
+    load_mask_for,
+    make_grid,
+    save_png,
+)
 from unmix.inpaint import METHODS
 from unmix.model import load
-from unmix.outputs import check_file_path, fresh_folder, run_folder, save_npy, write_samples
+from unmix.outputs import (
+    check_file_path,
+    fresh_folder,
+    run_folder,
+    save_npy,
+    write_samples,
+)
 from unmix.samplers import DEFAULT_SAMPLER
 
 Method = choices("Method", METHODS)
 
 
-def _progress(desc: str):
-    bar = tqdm(desc=desc, unit="eval", leave=False)
-    return bar, (lambda *args: bar.update(1))
-
-
 def _write(folder: Path, name: str, images: torch.Tensor, header: list[torch.Tensor], seeds, npy) -> None:
     """The header images then the results as NAME.png, one PNG per result, and optionally raw .npy."""
-    written = write_samples(folder, images, seeds)
+    written = write_samples(folder, images, seeds, stem=name)
     scale = auto_scale(images.shape[-2])
     save_png(make_grid(torch.cat([torch.stack(header), images]), nrow=len(header) + min(len(images), 8), scale=scale),
              folder / f"{name}.png")
     if npy:
         written.append(save_npy(npy, images))
-    print(f"wrote {folder / f'{name}.png'}, " + ", ".join(written), file=sys.stderr)
+    print(f"wrote {folder / f'{name}.png'}, " + ", ".join(written))
 
 
 @app.command()
@@ -56,19 +70,18 @@ def inpaint(
     save_npy_path: str = typer.Option(None, "--save-npy", help="Also save the completions as [N, C, H, W] .npy."),
 ):
     """Fill in the white part of MASK so it fits the rest of IMAGE; known pixels stay exactly as given."""
-    npy = check_file_path(save_npy_path, ".npy")
     model = load(checkpoint)
     y, size = load_image_for(image, model.shape)
     m = load_mask_for(mask, size, model.shape)
     folder = fresh_folder(out, run_folder(model.checkpoint), "inpainted")
-    bar, tick = _progress(f"inpaint ({value(method)})")
-    with bar:
+    npy = check_file_path(save_npy_path, ".npy", folder)
+    with LazyBar(f"inpaint ({value(method)})") as tick:
         x, used = api.inpaint(model, y, m, n, seed=seed, labels=label, guidance=guidance, method=value(method),
                               sampler=value(sampler), nfe=nfe, jump=jump, repeats=repeats, weight=weight,
                               return_nfe=True, callback=tick)
-    calls = f"{used} NFE ({used // 2} calls with a backward pass each)" if value(method).startswith("guided") else \
-        f"{used} denoiser calls"
-    print(f"{value(method)} with {value(sampler)}: {calls}", file=sys.stderr)
+    calls = f"{used} NFE ({used // 2} denoiser calls, each a forward and a backward pass)" \
+        if value(method).startswith("guided") else f"{used} denoiser calls"
+    print(f"{value(method)} with {value(sampler)}: {calls}")
     _write(folder, "inpaint", x, [y, torch.where(m, torch.zeros_like(y), y)], list(range(seed, seed + n)), npy)
 
 
@@ -87,13 +100,12 @@ def edit(
     save_npy_path: str = typer.Option(None, "--save-npy", help="Also save the edits as [N, C, H, W] .npy."),
 ):
     """SDEdit: noise IMAGE to a level set by --strength, then denoise it into something the model knows."""
-    npy = check_file_path(save_npy_path, ".npy")
     model = load(checkpoint)
     y, _ = load_image_for(image, model.shape)
     folder = fresh_folder(out, run_folder(model.checkpoint), "edited")
-    bar, tick = _progress("edit")
-    with bar:
+    npy = check_file_path(save_npy_path, ".npy", folder)
+    with LazyBar("edit") as tick:
         x, used = api.edit(model, y, strength, n, seed=seed, labels=label, guidance=guidance, sampler=value(sampler),
                            nfe=nfe, return_nfe=True, callback=tick)
-    print(f"strength {strength} with {value(sampler)}: {used} denoiser calls", file=sys.stderr)
+    print(f"strength {strength} with {value(sampler)}: {used} denoiser calls")
     _write(folder, "edit", x, [y], list(range(seed, seed + n)), npy)

@@ -10,8 +10,8 @@ import sys
 
 def main() -> None:
     try:
-        from unmix.cli.app import run_app  # noqa: PLC0415 (see the module docstring)
-        import unmix.cli.commands  # noqa: F401,PLC0415  registers every command on the app
+        import unmix.cli.commands  # noqa: F401  registers every command on the app
+        from unmix.cli.app import run_app
 
         code = run_app()
     except KeyboardInterrupt:

@@ -6,11 +6,18 @@ import math
 from pathlib import Path
 
 import typer
-from tqdm import tqdm
 
 from unmix import api
 from unmix.cli.app import app
-from unmix.cli.options import Sampler, choices, device_option, nfe_option, seed_option, value
+from unmix.cli.options import (
+    Sampler,
+    choices,
+    device_option,
+    nfe_option,
+    seed_option,
+    value,
+)
+from unmix.cli.progress import LazyBar
 from unmix.distributed import pick_device
 from unmix.errors import UnmixError
 from unmix.likelihood import METHODS, TRACES, VARIANCES
@@ -51,9 +58,9 @@ def eval_command(
     if samples is not None:
         result = {**evaluate(load_samples(samples), data or "digits", seed), "data": data or "digits"}
     else:
-        with tqdm(total=math.ceil(n / 256) * nfe, desc="eval: sample", unit="eval", leave=False) as bar:
+        with LazyBar("eval: sample", math.ceil(n / 256) * nfe) as bar:
             result = api.evaluate(checkpoint, n=n, sampler=value(sampler), nfe=nfe, seed=seed, data=data,
-                                  device=pick_device(device), callback=lambda *a: bar.update(1))
+                                  device=pick_device(device), callback=bar)
     _report(result, out)
 
 
@@ -73,9 +80,9 @@ def nll_command(
 ):
     """Negative log-likelihood in bits/dim: DDPM's variational bound or the probability-flow ODE."""
     out = check_file_path(json_path, ".json")
-    with tqdm(total=n, desc="nll", unit="item", leave=False) as bar:
+    with LazyBar("nll", n, unit="item") as bar:
         def progress(done, total):
-            bar.update(done - bar.n)
+            bar.advance(done - (bar.bar.n if bar.bar else 0))
 
         result = api.nll(checkpoint, value(method), n, steps=steps, trace=value(trace), variance=value(variance),
                          sigma_min=sigma_min, seed=seed, batch_size=batch_size, device=pick_device(device),

@@ -8,17 +8,32 @@ import sys
 
 import torch
 import typer
-from tqdm import tqdm
 
 from unmix import checkpoint as ckpt
 from unmix.api import forward_pictures
 from unmix.cli.app import app
-from unmix.cli.options import (Sampler, Weights, device_option, guidance_option, label_option, nfe_option,
-                               seed_option, threads_option, value)
+from unmix.cli.options import (
+    Sampler,
+    Weights,
+    device_option,
+    guidance_option,
+    label_option,
+    nfe_option,
+    seed_option,
+    threads_option,
+    value,
+)
+from unmix.cli.progress import LazyBar
 from unmix.distributed import pick_device
 from unmix.errors import UnmixError
 from unmix.model import load
-from unmix.outputs import check_file_path, fresh_folder, run_folder, save_npy, write_samples
+from unmix.outputs import (
+    check_file_path,
+    fresh_folder,
+    run_folder,
+    save_npy,
+    write_samples,
+)
 from unmix.parsing import int_list, str_list
 from unmix.samplers import DEFAULT_SAMPLER, SAMPLERS
 from unmix.show import ReverseRecorder
@@ -56,7 +71,6 @@ def sample(
         raise UnmixError("give a checkpoint folder or a training output folder, e.g. `unmix sample runs/digits`")
     seed_list = int_list(seeds, "--seeds")
     n = len(seed_list) if seed_list else n
-    npy, gif_path = check_file_path(save_npy_path, ".npy"), check_file_path(gif, ".gif")
     dev = pick_device(device)
     if threads:
         torch.set_num_threads(threads)
@@ -64,10 +78,11 @@ def sample(
     labels = str_list(label)
     labels = model.labels_for(labels[0] if labels and len(labels) == 1 else labels, n)
     folder = fresh_folder(out, run_folder(model.checkpoint))
+    npy, gif_path = check_file_path(save_npy_path, ".npy", folder), check_file_path(gif, ".gif", folder)
     recorder = ReverseRecorder() if gif_path else None
-    with tqdm(total=math.ceil(n / batch_size) * nfe, desc="sample", unit="eval", leave=False) as bar:
+    with LazyBar("sample", math.ceil(n / batch_size) * nfe) as bar:
         def callback(*args):
-            bar.update(1)
+            bar.advance()
             if recorder is not None:
                 recorder(*args)
 

@@ -17,8 +17,8 @@ from unmix.data import NAMES
 from unmix.distributed import finish_distributed
 from unmix.errors import UnmixError
 from unmix.losses import RECIPES
-from unmix.train_config import CONDITIONS, PRECISIONS, TrainConfig, default_out
 from unmix.parsing import int_list
+from unmix.train_config import CONDITIONS, PRECISIONS, TrainConfig, default_out
 
 Recipe = choices("Recipe", RECIPES)
 Cond = choices("Cond", CONDITIONS)

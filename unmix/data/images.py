@@ -150,10 +150,7 @@ def load_mask_for(path: str | os.PathLike, image_size: tuple[int, int], shape) -
     if img.size != image_size:
         raise UnmixError(f"mask {path} is {img.size[0]}x{img.size[1]} pixels but the image is "
                          f"{image_size[0]}x{image_size[1]}; they must be the same size")
-    mask = torch.from_numpy(np.asarray(fit(img, shape)) >= 128)[None]
-    if not bool(mask.any()):
-        raise UnmixError(f"mask {path} is all black: nothing to fill in (white = fill in, black = keep)")
-    return mask
+    return torch.from_numpy(np.asarray(fit(img, shape)) >= 128)[None]
 
 
 def save_png(img: Image.Image, path: str | os.PathLike) -> Path:
