@@ -31,7 +31,7 @@ PREFIX = "checkpoint-"
 _NAME = re.compile(rf"^{PREFIX}(\d+)$")
 WEIGHTS = ("ema", "model")
 KNOWN_KEYS = frozenset({"format", "version", "step", "net", "recipe", "data", "train", "images_seen", "unmix_version",
-                        "autoencoder", "objective"})
+                        "autoencoder", "objective", "sampling"})
 
 
 def _tensors(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -236,7 +236,45 @@ def open_checkpoint(path: str | os.PathLike) -> Checkpoint:
     unknown = sorted(set(config) - KNOWN_KEYS)
     if unknown:
         raise UnmixError(f"{folder}/config.json has unknown sections {unknown}; valid: {', '.join(sorted(KNOWN_KEYS))}")
+    _check_shape(folder, config)
     return Checkpoint(folder, config)
+
+
+def _check_shape(folder: Path, config: dict) -> None:
+    """The data's item shape: positive integers, agreeing with the network's input (channels for a U-Net, the
+    dimension for an MLP), so that a hand-edited shape is reported here and not as a crash inside sampling."""
+    shape = (config.get("data") or {}).get("shape")
+    if shape is None:
+        return
+    if not (isinstance(shape, list) and shape and all(isinstance(s, int) and not isinstance(s, bool) and s > 0
+                                                      for s in shape)):
+        raise UnmixError(f"{folder}/config.json: data shape must be a list of positive integers, got {shape!r}; "
+                         "the checkpoint is damaged")
+    net = config["net"]
+    takes = net.get("in_channels") if len(shape) == 3 else net.get("dim") if len(shape) == 1 else None
+    if takes is not None and takes != shape[0]:
+        raise UnmixError(f"{folder}/config.json: data shape {shape} does not fit the network's input of {takes}; "
+                         "the checkpoint is damaged")
+
+
+def verify(c: Checkpoint) -> list[str]:
+    """Problems that would stop the checkpoint from sampling: unreadable weight files, or a config.json whose
+    network cannot be rebuilt, take the stored weights, or denoise one item (checked by doing exactly that)."""
+    problems = verify_weights(c)
+    if problems:
+        return problems
+    from unmix.model import load  # late: unmix.model builds on this module
+
+    try:
+        model = load(c.path)
+        x = torch.zeros(1, *model.shape)
+        with torch.no_grad():
+            model.denoiser(x, torch.ones(1))
+    except UnmixError as e:
+        return [str(e)]
+    except (TypeError, ValueError, KeyError, IndexError, RuntimeError) as e:  # a health check names any failure
+        return [f"{c.path}/config.json does not give a working network ({type(e).__name__}: {e})"]
+    return []
 
 
 def verify_weights(c: Checkpoint) -> list[str]:
@@ -284,6 +322,7 @@ def describe(path: str | os.PathLike) -> list[str]:
                          f"{rec.get('seconds', 0) / 60:.1f} min")
         except (ValueError, TypeError):
             lines.append("last log     unreadable (stats.jsonl's last line is damaged)")
-    problems = verify_weights(c)
-    lines.append("health       " + ("weights readable" if not problems else "DAMAGED: " + "; ".join(problems)))
+    problems = verify(c)
+    lines.append("health       " + ("weights readable, network runs" if not problems
+                                    else "DAMAGED: " + "; ".join(problems)))
     return lines

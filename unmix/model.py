@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from unmix import checkpoint as ckpt
+from unmix.conditioning import NULL_CAPTION, TextCond
 from unmix.edit import edit as sdedit
 from unmix.errors import UnmixError
 from unmix.guidance import steer
@@ -25,13 +26,17 @@ from unmix.losses import Recipe
 from unmix.nets import build_net, net_config
 from unmix.rng import generators_from_seeds
 from unmix.samplers import DEFAULT_SAMPLER, sample
+from unmix.text.encoder import load_text_encoder
 
 
 class Model:
     """A trained network, its recipe and a description of its data (shape, class names)."""
 
-    def __init__(self, net: nn.Module, recipe: Recipe, data: dict, checkpoint: Path | None = None):
+    def __init__(self, net: nn.Module, recipe: Recipe, data: dict, checkpoint: Path | None = None,
+                 sampling: dict | None = None):
         self.net, self.recipe, self.data, self.checkpoint = net.eval(), recipe, dict(data), checkpoint
+        self.sampling = dict(sampling or {})  # the model's own default sampler / nfe (e.g. a distilled model's)
+        self._encoder = None  # a text model's frozen encoder, loaded on the first prompt
 
     @property
     def denoiser(self):
@@ -50,6 +55,30 @@ class Model:
         return list(self.data.get("class_names") or [])
 
     @property
+    def is_text(self) -> bool:
+        return int(getattr(self.net.config, "text_dim", 0) or 0) > 0
+
+    def text_encoder(self):
+        """The frozen encoder this text model was trained with (checked by its weights' sha256)."""
+        if self._encoder is None:
+            info = self.data.get("text_encoder") or {}
+            encoder = load_text_encoder(info.get("name"))
+            if info.get("sha256") and encoder.fingerprint != info["sha256"]:
+                raise UnmixError(f"the text encoder {encoder.name} is not the one this model was trained with "
+                                 "(its weights differ); install the same one")
+            self._encoder = encoder
+        return self._encoder
+
+    def encode_prompts(self, prompts, n: int) -> TextCond:
+        """n prompts as a TextCond: one string for all, or one per sample (each distinct prompt encoded once)."""
+        prompts = [prompts] * n if isinstance(prompts, str) else list(prompts)
+        if len(prompts) != n or not all(isinstance(p, str) for p in prompts):
+            raise UnmixError(f"prompts= must be one string or {n} strings, got {len(prompts)} items")
+        unique = list(dict.fromkeys(prompts))
+        encoded = self.text_encoder().encode(unique)
+        return encoded[torch.tensor([unique.index(p) for p in prompts])]
+
+    @property
     def device(self) -> torch.device:
         return next(self.net.parameters()).device
 
@@ -59,7 +88,8 @@ class Model:
 
     def config(self) -> dict:
         """What `save` writes to config.json (besides the format marker): enough to rebuild the model."""
-        return {"net": net_config(self.net), "recipe": self.recipe.to_dict(), "data": self.data}
+        config = {"net": net_config(self.net), "recipe": self.recipe.to_dict(), "data": self.data}
+        return {**config, "sampling": self.sampling} if self.sampling else config
 
     def save(self, path: str | os.PathLike) -> Path:
         """Write the model as a checkpoint folder (atomically; safetensors) that `load` reads back exactly."""
@@ -95,10 +125,24 @@ class Model:
                              f"(or {self.num_classes} for no label)")
         return lab
 
-    def _steered(self, n: int, labels, guidance):
-        """(denoiser, cond): labels and classifier-free guidance composed the one way every method uses."""
-        cond = self.labels_for(labels, n)
-        return steer(self.denoiser, cond, guidance), cond
+    def _steered(self, n: int, labels, guidance, prompts=None, negative_prompt=None):
+        """(denoiser, cond): labels or prompts and classifier-free guidance, composed the one way every method uses.
+        A text model without prompts samples from the null caption (unconditionally)."""
+        if not self.is_text:
+            if prompts is not None or negative_prompt is not None:
+                raise UnmixError("this model was trained without text; prompts= needs a model trained with "
+                                 "cond='text'")
+            cond = self.labels_for(labels, n)
+            return steer(self.denoiser, cond, guidance), cond
+        if labels is not None:
+            raise UnmixError("this model is text-conditional: give prompts=, not labels=")
+        if prompts is None:
+            if guidance is not None or negative_prompt is not None:
+                raise UnmixError("guidance= and negative_prompt= need prompts= to guide towards")
+            return steer(self.denoiser, None), self.encode_prompts(NULL_CAPTION, n)
+        uncond = self.text_encoder().encode([negative_prompt or NULL_CAPTION])
+        cond = self.encode_prompts(prompts, n)
+        return steer(self.denoiser, cond, guidance, uncond=uncond), cond
 
     def _seeds(self, n: int, seed: int, seeds, generator) -> list[int] | list[torch.Generator]:
         if not isinstance(n, int) or isinstance(n, bool) or n < 1:
@@ -116,25 +160,27 @@ class Model:
         return seeds
 
     @torch.no_grad()
-    def sample(self, n: int = 16, seed: int = 0, seeds=None, sampler: str | None = None, nfe: int = 32,
+    def sample(self, n: int = 16, seed: int = 0, seeds=None, sampler: str | None = None, nfe: int | None = None,
                labels=None, guidance: float | None = None, device=None, batch_size: int = 256, callback=None,
-               generator=None, **options) -> torch.Tensor:
+               generator=None, prompts=None, negative_prompt: str | None = None, **options) -> torch.Tensor:
         """n samples [n, *shape], clamped to [-1, 1]. Sample i uses seed + i (or seeds[i]), so it does not
-        depend on n or the batch size; `generator` (one, or one per sample) replaces the seeds.
+        depend on n or the batch size; `generator` (one, or one per sample) replaces the seeds. sampler and nfe
+        default to the model's own (`sampling`, e.g. a distilled model's native step count), else ipndm at 32.
         `callback(step, sigma, x, x0_hat)` sees each batch's steps."""
         keys = self._seeds(n, seed, seeds, generator)
         if not isinstance(batch_size, int) or batch_size < 1:
             raise UnmixError(f"batch_size must be an integer >= 1, got {batch_size!r}")
         device = torch.device(device) if device is not None else self.device
         self.net.to(device)
-        denoiser, cond = self._steered(n, labels, guidance)
+        denoiser, cond = self._steered(n, labels, guidance, prompts, negative_prompt)
         sigma_min, sigma_max = self.recipe.sigma_range()
         shared = isinstance(generator, torch.Generator)
         out = []
         for lo in range(0, n, batch_size):
             hi = min(n, lo + batch_size)
             gens = generator if shared else (keys[lo:hi] if generator is not None else generators_from_seeds(keys[lo:hi]))
-            x = sample(denoiser, (hi - lo, *self.shape), sampler or DEFAULT_SAMPLER, nfe, generator=gens,
+            x = sample(denoiser, (hi - lo, *self.shape), sampler or self.sampling.get("sampler", DEFAULT_SAMPLER),
+                       nfe or self.sampling.get("nfe", 32), generator=gens,
                        device=device, sigma_min=sigma_min, sigma_max=sigma_max,
                        cond=None if cond is None else cond[lo:hi].to(device), callback=callback, **options)
             out.append(x.float().clamp(-1, 1).cpu())
@@ -142,10 +188,11 @@ class Model:
 
     @torch.no_grad()
     def inpaint(self, image: torch.Tensor, mask, n: int = 8, seed: int = 0, labels=None,
-                guidance: float | None = None, **options) -> torch.Tensor:
+                guidance: float | None = None, prompts=None, negative_prompt: str | None = None,
+                **options) -> torch.Tensor:
         """n completions of `image` [C, H, W] where `mask` is True (see unmix.inpaint.inpaint for methods);
         completion i uses seed + i; the known pixels come back exactly."""
-        denoiser, cond = self._steered(self._count(n), labels, guidance)
+        denoiser, cond = self._steered(self._count(n), labels, guidance, prompts, negative_prompt)
         lo, hi = self.recipe.sigma_range()
         x = fill_in(denoiser, image.to(self.device), mask, n, generator=self._generators(n, seed),
                                 cond=None if cond is None else cond.to(self.device), sigma_min=lo, sigma_max=hi,
@@ -154,9 +201,10 @@ class Model:
 
     @torch.no_grad()
     def edit(self, image: torch.Tensor, strength: float, n: int = 8, seed: int = 0, labels=None,
-             guidance: float | None = None, **options) -> torch.Tensor:
+             guidance: float | None = None, prompts=None, negative_prompt: str | None = None,
+             **options) -> torch.Tensor:
         """n SDEdit edits of `image` [C, H, W] at `strength` (0 keeps it, 1 ignores it); edit i uses seed + i."""
-        denoiser, cond = self._steered(self._count(n), labels, guidance)
+        denoiser, cond = self._steered(self._count(n), labels, guidance, prompts, negative_prompt)
         lo, hi = self.recipe.sigma_range()
         x = sdedit(denoiser, image.to(self.device), strength, n, generator=self._generators(n, seed),
                           cond=None if cond is None else cond.to(self.device), sigma_min=lo, sigma_max=hi, **options)
@@ -184,7 +232,7 @@ def load(path: str | os.PathLike, weights: str = "ema", device: str | torch.devi
         net.load_state_dict(c.weights(weights))
     except RuntimeError as e:
         raise UnmixError(f"{c.path}: weights do not match the network in config.json ({str(e).splitlines()[0]})") from None
-    return Model(net.to(device), recipe, c.config.get("data") or {}, c.path)
+    return Model(net.to(device), recipe, c.config.get("data") or {}, c.path, c.config.get("sampling"))
 
 
 def rebuild(config: dict, where: Path | str = "config.json") -> tuple[nn.Module, Recipe]:

@@ -42,6 +42,28 @@ class DiffusionObjective:
         return {"recipe": self.recipe.to_dict()}
 
 
+class TextDiffusionObjective(DiffusionObjective):
+    """The denoising loss with caption conditioning: per item one caption variant drawn uniformly, replaced by the
+    null caption with probability `caption_dropout` (for classifier-free guidance), looked up in a CaptionBank of
+    precomputed embeddings, so training never runs the text encoder."""
+
+    def __init__(self, recipe: Recipe, bank, caption_dropout: float = 0.1):
+        super().__init__(recipe)
+        self.bank, self.caption_dropout = bank, caption_dropout
+
+    def draw(self, batch: int, generator: torch.Generator, item_shape: tuple[int, ...]) -> dict[str, torch.Tensor]:
+        draws = super().draw(batch, generator, item_shape)
+        draws["variant"] = torch.rand(batch, generator=generator, dtype=torch.float64)
+        draws["drop_caption"] = torch.rand(batch, generator=generator, dtype=torch.float64) < self.caption_dropout
+        return draws
+
+    def loss(self, net: nn.Module, x0: torch.Tensor, cond, draws: dict[str, torch.Tensor]) -> torch.Tensor:
+        ids = self.bank.pick_with(draws["items"], draws["variant"], draws["drop_caption"])
+        text = self.bank.lookup(ids).to(x0.device)
+        return self.recipe.loss(self.recipe.denoiser(net), x0, draws["sigma"].to(x0.device),
+                                draws["noise"].to(x0.device), text)
+
+
 def split(draws: dict[str, torch.Tensor], sl: slice, device) -> dict[str, torch.Tensor]:
     """The rows `sl` of every draw, on `device`."""
     return {k: v[sl].to(device) for k, v in draws.items()}

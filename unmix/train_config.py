@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import copy
 import math
+import os
 import re
 import types
 import typing
@@ -16,7 +17,7 @@ from pathlib import Path
 from unmix.errors import UnmixError
 from unmix.losses import RECIPES
 
-CONDITIONS = ("none", "label")
+CONDITIONS = ("none", "label", "text")
 PRECISIONS = ("auto", "fp32", "bf16")
 
 
@@ -44,8 +45,9 @@ class TrainConfig:
     ema_rampup: float = 0.1  # half-life <= rampup * images seen (a short memory early on)
     accum: int = 1
     seed: int = 0
-    cond: str = "none"  # "none" | "label"
-    label_dropout: float | None = None  # default 0.1 with cond="label" (for classifier-free guidance)
+    cond: str = "none"  # "none" | "label" | "text" (captions through a frozen text encoder)
+    label_dropout: float | None = None  # default 0.1 with cond="label" or "text" (for classifier-free guidance)
+    text_encoder: str | None = None  # cond="text": a sentence-transformers folder (default: the packaged MiniLM)
     net: dict = field(default_factory=dict)  # overrides of the network config (channels, channel_mult, ...)
     checkpoint_every: int = 1000
     keep: int = 3
@@ -142,12 +144,24 @@ def check_config(cfg: TrainConfig) -> None:
         raise UnmixError(f"label_dropout= must be in [0, 1), got {cfg.label_dropout}")
     if cfg.precision not in PRECISIONS:
         raise UnmixError(f"precision= must be one of {', '.join(PRECISIONS)}, got {cfg.precision!r}")
-    if cfg.out is not None and Path(cfg.out).exists() and not Path(cfg.out).is_dir():
-        raise UnmixError(f"out={cfg.out!r} is a file; a run writes into a folder, choose another out=")
+    if cfg.out is not None:
+        _check_out(Path(cfg.out))
     if cfg.sampler is not None:
         from unmix.samplers import get_sampler
 
         get_sampler(cfg.sampler)
+
+
+def _check_out(out: Path) -> None:
+    """The run folder, or the nearest part of its path that exists, must be a writable folder."""
+    if out.exists() and not out.is_dir():
+        raise UnmixError(f"out={str(out)!r} is a file; a run writes into a folder, choose another out=")
+    existing = next(p for p in [out, *out.parents] if p.exists())
+    if not existing.is_dir():
+        raise UnmixError(f"out={str(out)!r} cannot be created: {existing} is a file; choose another out=")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise UnmixError(f"out={str(out)!r} cannot be created: {existing} is not writable (permission denied); "
+                         "choose another out=")
 
 
 def default_out(data: str) -> str:
@@ -179,9 +193,9 @@ def fill_defaults(cfg: TrainConfig, name: str, is_image: bool, has_labels: bool)
     if cfg.steps is None and cfg.minutes is None:
         cfg.steps = preset["steps"]
     cfg.out = cfg.out or default_out(cfg.data)
-    if cfg.cond == "label":
-        if not has_labels:
-            raise UnmixError(f"cond='label' needs a labelled dataset; {name} has no labels")
+    if cfg.cond == "label" and not has_labels:
+        raise UnmixError(f"cond='label' needs a labelled dataset; {name} has no labels")
+    if cfg.cond in ("label", "text"):
         cfg.label_dropout = 0.1 if cfg.label_dropout is None else cfg.label_dropout
     else:
         cfg.label_dropout = 0.0

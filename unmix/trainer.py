@@ -32,8 +32,10 @@ from unmix.errors import UnmixError
 from unmix.losses import Recipe
 from unmix.model import Model, rebuild
 from unmix.nets import build_net
-from unmix.objectives import DiffusionObjective, split
+from unmix.objectives import DiffusionObjective, TextDiffusionObjective, split
 from unmix.runlock import RunLock
+from unmix.text.bank import caption_bank
+from unmix.text.encoder import load_text_encoder, text_dim_of
 from unmix.train_config import RESCUE_KEYS, RUNTIME_KEYS, TrainConfig, check_config, fill_defaults, network_config
 from unmix.train_log import StepStats, Stop, append_log, progress_bar, truncate_log, version
 
@@ -96,7 +98,7 @@ def train_step(state: TrainState, model: nn.Module, objective, data: Dataset, cf
     for g in state.opt.param_groups:
         g["lr"] = cfg.lr * min(1.0, (state.step + 1) / max(1, cfg.warmup_steps))
     idx = torch.randint(0, len(data), (B,), generator=state.generator)
-    draws = objective.draw(B, state.generator, data.shape)
+    draws = {**objective.draw(B, state.generator, data.shape), "items": idx}
     share = B // d.world
     micro = share // cfg.accum
     state.opt.zero_grad(set_to_none=True)
@@ -128,7 +130,7 @@ class Run:
     `start` (new run, optionally from trained weights) or `resume` (continue a run folder)."""
 
     def __init__(self, config: TrainConfig, dataset: Dataset | None, resume_from: ckpt.Checkpoint | None = None,
-                 init_from: ckpt.Checkpoint | None = None):
+                 init_from: ckpt.Checkpoint | None = None, objective=None):
         check_config(config)
         self.dist = init_distributed(config.device)
         self.device = pick_device(config.device, self.dist)
@@ -148,12 +150,31 @@ class Run:
                                            **noise)
             self.net_config = network_config(cfg, ds.name, ds.shape, ds.num_classes if cfg.cond == "label" else 0,
                                              self.recipe.noise_scale)
+            if cfg.cond == "text":
+                self.net_config["text_dim"] = text_dim_of(cfg.text_encoder)
             build_net(self.net_config)  # validates the settings
         if resume_from is None and ckpt.list_checkpoints(cfg.out):
             raise UnmixError(f"{cfg.out} already holds checkpoints; pass resume=True to continue that run, "
                              f"or choose another out=")
         classes = self.net_config.get("num_classes", 0) if cfg.cond == "label" else 0
-        self.objective = DiffusionObjective(self.recipe, classes, cfg.label_dropout)
+        self.data_description = self.dataset.describe()
+        if objective is None and cfg.cond == "text":
+            objective = self._text_objective(stored)
+        self.objective = objective or DiffusionObjective(self.recipe, classes, cfg.label_dropout)
+
+    def _text_objective(self, stored: ckpt.Checkpoint | None) -> TextDiffusionObjective:
+        """Captions -> a bank of cached embeddings from the frozen encoder (the checkpoint's, when continuing)."""
+        if self.dataset.captions is None:
+            raise UnmixError(f"cond='text' needs captions; {self.dataset.name} has none (use emoji, or a folder with "
+                             "NAME.txt sidecars or a metadata.jsonl)")
+        recorded = ((stored.config.get("data") or {}).get("text_encoder") or {}) if stored else {}
+        encoder = load_text_encoder(self.config.text_encoder or recorded.get("name"))
+        if int(self.net_config.get("text_dim", 0)) != encoder.dim:
+            raise UnmixError(f"the network takes text embeddings of width {self.net_config.get('text_dim', 0)}, the "
+                             f"encoder {encoder.name} gives {encoder.dim}")
+        self.data_description["text_encoder"] = encoder.describe()
+        bank = caption_bank(self.dataset.captions, encoder).to(self.device)
+        return TextDiffusionObjective(self.recipe, bank, self.config.label_dropout)
 
     def _adopt(self, c: ckpt.Checkpoint) -> None:
         """Take the network and recipe of a checkpoint (resume or fine-tune), checked against this data."""
@@ -184,7 +205,7 @@ class Run:
         }
 
     def checkpoint_config(self) -> dict:
-        return {"net": self.net_config, **self.objective.checkpoint_config(), "data": self.dataset.describe(),
+        return {"net": self.net_config, **self.objective.checkpoint_config(), "data": self.data_description,
                 "train": asdict(self.config), "unmix_version": version()}
 
     def train(self, progress: bool = True) -> TrainResult:
@@ -282,15 +303,16 @@ class Run:
         self.last_good = path
 
     def _preview(self, ema: nn.Module, step: int) -> None:
-        model = Model(ema, self.recipe, self.dataset.describe())
+        model = Model(ema, self.recipe, self.data_description,
+                      sampling=self.objective.checkpoint_config().get("sampling"))
         n, labels = (64 if self.dataset.is_image else 2000), None
         if model.num_classes and self.dataset.is_image:  # one row of 8 per class (the first 10 classes)
             n = 8 * min(model.num_classes, 10)
             labels = torch.arange(n) // 8
         elif model.num_classes:
             labels = torch.arange(n) % model.num_classes
-        x = model.sample(n, seed=0, sampler=self.config.sampler, nfe=self.config.nfe, labels=labels,
-                         device=self.device)
+        sampler, nfe = (None, None) if model.sampling else (self.config.sampler, self.config.nfe)
+        x = model.sample(n, seed=0, sampler=sampler, nfe=nfe, labels=labels, device=self.device)
         from unmix.data.images import render_batch
 
         folder = Path(self.config.out) / "samples"
@@ -300,16 +322,18 @@ class Run:
         img.save(Path(self.config.out) / "samples.png")
 
 
-def start(config: TrainConfig | None = None, dataset: Dataset | None = None) -> Run:
-    """A new run (config.init: from a trained checkpoint's weights, with a fresh optimiser)."""
+def start(config: TrainConfig | None = None, dataset: Dataset | None = None, objective=None) -> Run:
+    """A new run (config.init: from a trained checkpoint's weights, with a fresh optimiser). `objective` replaces
+    the denoising loss of the config's recipe (see unmix.objectives for the contract)."""
     config = config or TrainConfig()
     check_config(config)
     init_from = ckpt.open_checkpoint(config.init) if config.init else None
-    return Run(config, dataset, init_from=init_from)
+    return Run(config, dataset, init_from=init_from, objective=objective)
 
 
-def resume(out: str | Path, dataset: Dataset | None = None, **changes) -> Run:
-    """Continue the latest checkpoint in `out`, changing only run-time and rescue settings (`changes`)."""
+def resume(out: str | Path, dataset: Dataset | None = None, objective=None, **changes) -> Run:
+    """Continue the latest checkpoint in `out`, changing only run-time and rescue settings (`changes`); a run
+    trained with its own objective is resumed with that objective rebuilt by its owner."""
     if not ckpt.list_checkpoints(out):
         raise UnmixError(f"resume: no checkpoint in {out} to resume from (train it without resume first)")
     c = ckpt.open_checkpoint(out)
@@ -330,4 +354,4 @@ def resume(out: str | Path, dataset: Dataset | None = None, **changes) -> Run:
                              f"{', '.join(sorted(RUNTIME_KEYS | RESCUE_KEYS))} may change (start a new run from its "
                              "weights with init= to change the rest)")
     stored.out = str(out)
-    return Run(stored, dataset, resume_from=c)
+    return Run(stored, dataset, resume_from=c, objective=objective)

@@ -24,7 +24,7 @@ app = typer.Typer(
 
 # Python names (library settings) whose flag is spelled differently; every other `name=` becomes `--name`.
 FLAG_NAMES = {"min_snr_gamma": "--min-snr", "ema_halflife_kimg": "--ema-halflife", "num_res_blocks": "--blocks",
-              "attn_levels": "--attn", "patch_size": "--patch", "labels": "--label"}
+              "attn_levels": "--attn", "patch_size": "--patch", "labels": "--label", "prompts": "--prompt"}
 
 
 def as_flags(message: str) -> str:

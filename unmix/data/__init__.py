@@ -8,7 +8,7 @@ import torch
 
 from unmix.errors import UnmixError
 
-NAMES = ("digits", "emoji", "swissroll", "ring", "moons", "folder:PATH")
+NAMES = ("digits", "emoji", "swissroll", "ring", "moons", "folder:PATH", "emoji+sequences")
 
 
 @dataclass
@@ -16,7 +16,9 @@ class Dataset:
     """Items as one tensor: uint8 [N, C, H, W] images (0..255) or float [N, ...] already in [-1, 1].
 
     `labels` [N] index `class_names` (None when unlabelled); `info` holds per-item metadata such as
-    each emoji's Unicode name and group.
+    each emoji's Unicode name and group. `captions` (None when the data has no text) gives item i's caption
+    variants as `captions[i]`, a list of strings: the first is the item's main caption, the others are fixed
+    augmentations (keywords, combinations), and an empty list means no caption (the null caption).
     """
 
     name: str
@@ -24,6 +26,7 @@ class Dataset:
     labels: torch.Tensor | None = None
     class_names: list[str] = field(default_factory=list)
     info: dict = field(default_factory=dict)
+    captions: list[list[str]] | None = None
 
     def __len__(self) -> int:
         return self.data.shape[0]
@@ -43,7 +46,7 @@ class Dataset:
 
     def to(self, device) -> "Dataset":
         labels = None if self.labels is None else self.labels.to(device)
-        return Dataset(self.name, self.data.to(device), labels, self.class_names, self.info)
+        return Dataset(self.name, self.data.to(device), labels, self.class_names, self.info, self.captions)
 
     def batch(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         """(x in [-1, 1] as float32, labels or None) for the given item indices."""
@@ -70,10 +73,10 @@ def load_dataset(spec: str, size: int | None = None) -> Dataset:
         from unmix.data.toys import load_toy
 
         return load_toy(spec)
-    if spec == "emoji":
+    if spec in ("emoji", "emoji+sequences"):  # +sequences: flags, keycaps, skin tones, ZWJ sequences too
         from unmix.data.emoji import load_emoji
 
-        return load_emoji(size or 32)
+        return load_emoji(size or 32, sequences=spec == "emoji+sequences")
     if spec.startswith("folder:"):
         from unmix.data.folder import load_folder
 

@@ -5,6 +5,12 @@ self-attention runs at the chosen levels (level 0 is full size, level i is size 
 conv of every residual branch starts at zero so a fresh net is close to the identity map. With
 patch_size p the image is first folded into p*p times the channels at 1/p the size (and unfolded at
 the end), which moves the cost from the pixel level to the layout levels on a CPU budget.
+
+With text_dim > 0 the net is text-conditional, as in Stable Diffusion (Rombach et al. 2022) and Imagen
+(Saharia et al. 2022): cond is a TextCond (unmix.conditioning); after each self-attention at the
+cross-attention levels (and in the middle) the features attend to the prompt's token embeddings, and the
+pooled vector is projected and added to the noise embedding. With text_dim = 0 (the default, and every
+checkpoint written before text existed) the net is exactly the label/unconditional U-Net it always was.
 """
 from __future__ import annotations
 
@@ -15,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from unmix.conditioning import Cond, TextCond
 from unmix.errors import UnmixError
 from unmix.nets.embedding import ConditionEmbedding
 
@@ -33,10 +40,14 @@ class UNetConfig:
     noise_scale: float = 1.0  # c_noise multiplier before the sinusoidal features
     groups: int = 32  # GroupNorm groups (reduced to divide the width)
     patch_size: int = 1  # > 1: fold p x p pixel patches into channels first (Hoogeboom et al. 2023), level 0 = size / p
+    text_dim: int = 0  # > 0: text-conditional on a TextCond of this embedding width (384 for all-MiniLM-L6-v2)
+    cross_attn_levels: tuple[int, ...] | None = None  # levels whose blocks attend to the text; None: attn_levels
 
     def __post_init__(self):
         self.channel_mult = tuple(int(m) for m in self.channel_mult)
         self.attn_levels = tuple(int(a) for a in self.attn_levels)
+        if self.cross_attn_levels is not None:
+            self.cross_attn_levels = tuple(int(a) for a in self.cross_attn_levels)
         if self.channels < 1 or not self.channel_mult or min(self.channel_mult) < 1:
             raise UnmixError("U-Net needs channels >= 1 and a non-empty channel_mult of positive ints")
         if self.patch_size < 1:
@@ -46,10 +57,24 @@ class UNetConfig:
         bad = [a for a in self.attn_levels if not 0 <= a < len(self.channel_mult)]
         if bad:
             raise UnmixError(f"attention levels {bad} out of range 0..{len(self.channel_mult) - 1}")
+        if self.text_dim < 0:
+            raise UnmixError(f"U-Net needs text_dim >= 0 (0 = no text), got {self.text_dim}")
+        if self.text_dim and self.num_classes:
+            raise UnmixError("a U-Net is conditioned on labels (num_classes) or on text (text_dim), not both")
+        bad = [a for a in self.text_levels if not 0 <= a < len(self.channel_mult)]
+        if bad:
+            raise UnmixError(f"cross-attention levels {bad} out of range 0..{len(self.channel_mult) - 1}")
 
     @property
     def levels(self) -> int:
         return len(self.channel_mult)
+
+    @property
+    def text_levels(self) -> tuple[int, ...]:
+        """The levels with cross-attention to the text (none without text)."""
+        if not self.text_dim:
+            return ()
+        return self.attn_levels if self.cross_attn_levels is None else self.cross_attn_levels
 
 
 def _norm(ch: int, groups: int) -> nn.GroupNorm:
@@ -92,34 +117,64 @@ class Attention(nn.Module):
         return x + self.proj(out.transpose(-1, -2).reshape(n, c, h, w))
 
 
-class Level(nn.Module):
-    """The residual blocks (each optionally followed by attention) at one resolution."""
+class CrossAttention(nn.Module):
+    """Image features attend to text tokens (Rombach et al. 2022, eq. 3): queries from the normalised features,
+    keys and values from the layer-normalised token embeddings; padded tokens (mask False) get no weight."""
 
-    def __init__(self, cins: list[int], cout: int, emb_dim: int, cfg: UNetConfig, attn: bool):
+    def __init__(self, ch: int, text_dim: int, head_channels: int, groups: int):
+        super().__init__()
+        self.heads = max(1, ch // head_channels)
+        self.norm, self.q = _norm(ch, groups), nn.Conv2d(ch, ch, 1)
+        self.text_norm, self.kv = nn.LayerNorm(text_dim), nn.Linear(text_dim, 2 * ch)
+        self.proj = _zero(nn.Conv2d(ch, ch, 1))
+
+    def forward(self, x: torch.Tensor, text: TextCond) -> torch.Tensor:
+        n, c, h, w = x.shape
+        q = self.q(self.norm(x)).reshape(n, self.heads, c // self.heads, h * w).transpose(-1, -2)
+        kv = self.kv(self.text_norm(text.tokens)).reshape(n, -1, 2, self.heads, c // self.heads)
+        k, v = kv.permute(2, 0, 3, 1, 4)  # each [n, heads, T, c/heads]
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=text.mask[:, None, None, :])  # [n, heads, hw, c/heads]
+        return x + self.proj(out.transpose(-1, -2).reshape(n, c, h, w))
+
+
+class Level(nn.Module):
+    """The residual blocks (each optionally followed by attention, then cross-attention to text) at one resolution."""
+
+    def __init__(self, cins: list[int], cout: int, emb_dim: int, cfg: UNetConfig, attn: bool, text: bool = False):
         super().__init__()
         self.blocks = nn.ModuleList(ResBlock(c, cout, emb_dim, cfg.dropout, cfg.groups) for c in cins)
         self.attns = nn.ModuleList(
             Attention(cout, cfg.head_channels, cfg.groups) if attn else nn.Identity() for _ in cins
         )
+        # empty without text: no parameters, so older checkpoints' state dicts are unchanged
+        self.xattns = nn.ModuleList(
+            CrossAttention(cout, cfg.text_dim, cfg.head_channels, cfg.groups) for _ in cins if text
+        )
+
+    def step(self, j: int, h: torch.Tensor, emb: torch.Tensor, text: TextCond | None) -> torch.Tensor:
+        h = self.attns[j](self.blocks[j](h, emb))
+        return self.xattns[j](h, text) if self.xattns else h
 
 
 class UNet(nn.Module):
-    """net(x_in [N,C,H,W], c_noise [N], cond [N] | None) -> [N, out_channels, H, W]; H, W divisible by
-    patch_size * 2^(levels-1)."""
+    """net(x_in [N,C,H,W], c_noise [N], cond) -> [N, out_channels, H, W]; H, W divisible by
+    patch_size * 2^(levels-1). cond: labels [N] or None (label / unconditional nets), a TextCond of N rows
+    or one row for all (text nets)."""
 
     def __init__(self, config: UNetConfig):
         super().__init__()
         self.config = cfg = config
         chs = [cfg.channels * m for m in cfg.channel_mult]
         emb_dim = 4 * cfg.channels
-        self.embed = ConditionEmbedding(cfg.channels, emb_dim, cfg.num_classes, cfg.noise_scale)
+        self.embed = ConditionEmbedding(cfg.channels, emb_dim, cfg.num_classes, cfg.noise_scale, cfg.text_dim)
         p2 = cfg.patch_size ** 2
         self.conv_in = nn.Conv2d(cfg.in_channels * p2, chs[0], 3, padding=1)
         skips = [chs[0]]
         self.down, self.downsample = nn.ModuleList(), nn.ModuleList()
         cur = chs[0]
         for i, ch in enumerate(chs):
-            self.down.append(Level([cur] + [ch] * (cfg.num_res_blocks - 1), ch, emb_dim, cfg, i in cfg.attn_levels))
+            self.down.append(Level([cur] + [ch] * (cfg.num_res_blocks - 1), ch, emb_dim, cfg, i in cfg.attn_levels,
+                                   i in cfg.text_levels))
             cur = ch
             skips += [ch] * cfg.num_res_blocks
             if i < cfg.levels - 1:
@@ -127,6 +182,7 @@ class UNet(nn.Module):
                 skips.append(ch)
         self.mid1 = ResBlock(cur, cur, emb_dim, cfg.dropout, cfg.groups)
         self.mid_attn = Attention(cur, cfg.head_channels, cfg.groups)
+        self.mid_xattn = CrossAttention(cur, cfg.text_dim, cfg.head_channels, cfg.groups) if cfg.text_dim else None
         self.mid2 = ResBlock(cur, cur, emb_dim, cfg.dropout, cfg.groups)
         self.up, self.upsample = nn.ModuleList(), nn.ModuleList()
         for i, ch in reversed(list(enumerate(chs))):
@@ -134,13 +190,29 @@ class UNet(nn.Module):
             for _ in range(cfg.num_res_blocks + 1):
                 cins.append(cur + skips.pop())
                 cur = ch
-            self.up.append(Level(cins, ch, emb_dim, cfg, i in cfg.attn_levels))
+            self.up.append(Level(cins, ch, emb_dim, cfg, i in cfg.attn_levels, i in cfg.text_levels))
             if i > 0:
                 self.upsample.append(nn.Conv2d(ch, ch, 3, padding=1))
         self.norm_out = _norm(cur, cfg.groups)
         self.conv_out = _zero(nn.Conv2d(cur, (cfg.out_channels or cfg.in_channels) * p2, 3, padding=1))
 
-    def forward(self, x: torch.Tensor, c_noise: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
+    def _text(self, cond, n: int, dtype: torch.dtype, device: torch.device) -> TextCond | None:
+        """cond checked against the net's kind: a TextCond of n rows for a text net, else not a TextCond."""
+        d = self.config.text_dim
+        if not d:
+            if isinstance(cond, TextCond):
+                raise UnmixError("this U-Net was trained without text (text_dim=0); it takes labels or None, "
+                                 "not a TextCond")
+            return None
+        if not isinstance(cond, TextCond):
+            raise UnmixError(f"this U-Net is text-conditional: cond must be a TextCond (encoded prompts), got "
+                             f"{type(cond).__name__}; for no condition encode the null caption \"\"")
+        if cond.dim != d or len(cond) not in (1, n):
+            raise UnmixError(f"text conditioning for this U-Net needs {n} (or 1) rows of width {d}, got "
+                             f"{len(cond)} rows of width {cond.dim}")
+        return cond.expand(n).to(device, dtype)
+
+    def forward(self, x: torch.Tensor, c_noise: torch.Tensor, cond: Cond = None) -> torch.Tensor:
         p = self.config.patch_size
         k = p * 2 ** (self.config.levels - 1)
         if x.ndim != 4 or x.shape[1] != self.config.in_channels or x.shape[2] % k or x.shape[3] % k:
@@ -148,20 +220,22 @@ class UNet(nn.Module):
                 f"U-Net input must be [N, {self.config.in_channels}, H, W] with H and W divisible by {k}, "
                 f"got {list(x.shape)}"
             )
-        emb = self.embed(c_noise, cond)
+        text = self._text(cond, x.shape[0], self.conv_in.weight.dtype, x.device)
+        emb = self.embed(c_noise, text if text is not None else cond)
         h = self.conv_in(F.pixel_unshuffle(x, p) if p > 1 else x)
         skips = [h]
         for i, level in enumerate(self.down):
-            for block, attn in zip(level.blocks, level.attns):
-                h = attn(block(h, emb))
+            for j in range(len(level.blocks)):
+                h = level.step(j, h, emb, text)
                 skips.append(h)
             if i < len(self.downsample):
                 h = self.downsample[i](h)
                 skips.append(h)
-        h = self.mid2(self.mid_attn(self.mid1(h, emb)), emb)
+        h = self.mid_attn(self.mid1(h, emb))
+        h = self.mid2(self.mid_xattn(h, text) if self.mid_xattn is not None else h, emb)
         for i, level in enumerate(self.up):
-            for block, attn in zip(level.blocks, level.attns):
-                h = attn(block(torch.cat([h, skips.pop()], dim=1), emb))
+            for j in range(len(level.blocks)):
+                h = level.step(j, torch.cat([h, skips.pop()], dim=1), emb, text)
             if i < len(self.upsample):
                 h = self.upsample[i](F.interpolate(h, scale_factor=2.0, mode="nearest"))
         out = self.conv_out(F.silu(self.norm_out(h)))

@@ -1,0 +1,83 @@
+"""Model.save and load are a symmetric pair; Model.sample's seeds, generators and argument checks."""
+import pytest
+import torch
+
+import unmix
+from unmix.errors import UnmixError
+from unmix.losses import Recipe
+from unmix.model import Model, load
+from unmix.nets import UNet, UNetConfig
+
+DATA = {"name": "digits", "shape": [1, 8, 8], "size": 10, "class_names": [str(i) for i in range(3)]}
+
+
+@pytest.fixture(scope="module")
+def model():
+    torch.manual_seed(0)
+    net = UNet(UNetConfig(in_channels=1, channels=8, channel_mult=(1, 2), num_res_blocks=1, attn_levels=(1,),
+                          num_classes=3))
+    with torch.no_grad():  # random, non-trivial weights everywhere (zero-initialised output layers included)
+        for p in net.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    return Model(net, Recipe.from_name("edm", sigma_data=0.4), DATA)
+
+
+def test_save_then_load_samples_bit_identical_images(model, tmp_path):
+    folder = model.save(tmp_path / "my model")
+    again = load(folder)
+    assert again.recipe.to_dict() == model.recipe.to_dict() and again.data == model.data
+    for weights in ("ema", "model"):
+        assert all(torch.equal(a, b) for a, b in zip(load(folder, weights=weights).net.state_dict().values(),
+                                                      model.net.state_dict().values()))
+    a = model.sample(6, seed=4, nfe=5, labels=[0, 1, 2, 0, 1, 2], guidance=2.0)
+    b = again.sample(6, seed=4, nfe=5, labels=[0, 1, 2, 0, 1, 2], guidance=2.0)
+    assert torch.equal(a, b) and a.std() > 0.05
+
+
+def test_save_replaces_atomically_and_refuses_a_file(model, tmp_path):
+    model.save(tmp_path / "m")
+    model.save(tmp_path / "m")  # saving again over the same folder
+    assert sorted(p.name for p in (tmp_path / "m").iterdir()) == ["config.json", "ema.safetensors", "model.safetensors"]
+    assert not list(tmp_path.glob(".tmp-*")) and not list(tmp_path.glob(".old-*"))
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(UnmixError, match="is a file"):
+        model.save(tmp_path / "file")
+
+
+def test_generator_and_seeds_give_the_same_samples(model):
+    by_seed = model.sample(3, seed=7, nfe=4)
+    by_generators = model.sample(3, nfe=4, generator=[torch.Generator().manual_seed(s) for s in (7, 8, 9)])
+    assert torch.equal(by_seed, by_generators)
+    one = model.sample(3, nfe=4, generator=torch.Generator().manual_seed(1))
+    assert one.shape == (3, 1, 8, 8) and not torch.equal(one[0], one[1])
+    with pytest.raises(UnmixError, match="either seeds= or generator="):
+        model.sample(2, seeds=[1, 2], generator=torch.Generator())
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"n": 0}, "integer >= 1"), ({"n": "4"}, "integer >= 1"), ({"n": 2, "seeds": [1]}, "1 seeds for 2"),
+    ({"n": 2, "labels": "cat"}, "unknown class 'cat'"), ({"n": 2, "labels": 9}, "out of range"),
+    ({"n": 2, "batch_size": 0}, "batch_size"), ({"n": 2, "sampler": "magic"}, "unknown sampler"),
+])
+def test_bad_sample_arguments_are_unmix_errors(model, kwargs, message):
+    with pytest.raises(UnmixError, match=message):
+        model.sample(**kwargs, nfe=2)
+
+
+def test_inpaint_and_edit_take_labels_guidance_and_seeds_like_sample(model):
+    image = torch.zeros(1, 8, 8)
+    mask = torch.zeros(1, 8, 8, dtype=torch.bool)
+    mask[:, 4:] = True
+    x = model.inpaint(image, mask, 3, seed=2, labels=1, guidance=2.0, nfe=4, method="replace")
+    assert torch.equal(x[:, :, :4], image[None, :, :4].expand(3, -1, -1, -1))
+    again = model.inpaint(image, mask, 1, seed=3, labels=1, guidance=2.0, nfe=4, method="replace")
+    assert torch.allclose(x[1:2], again, atol=1e-5)  # completion i uses seed + i (up to batched rounding)
+    edits = model.edit(image, 0.5, 2, seed=0, labels="2", nfe=4)
+    assert edits.shape == (2, 1, 8, 8) and not torch.equal(edits[0], edits[1])
+
+
+def test_python_errors_speak_python(tmp_path):
+    with pytest.raises(UnmixError, match=r"steps= must be int"):
+        unmix.train("digits", steps="ten", out=str(tmp_path / "r"), progress=False)
+    with pytest.raises(UnmixError, match="can draw images"):
+        unmix.save_grid(torch.zeros(3), tmp_path / "g.png")

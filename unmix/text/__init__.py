@@ -1,0 +1,1 @@
+"""Text conditioning: caption variants (captions), a frozen text encoder (encoder), cached caption embeddings (bank)."""
