@@ -8,34 +8,36 @@ from __future__ import annotations
 
 import torch
 
+from unmix.denoiser import expand_like, preconditioning
 from unmix.schedules import DiscreteSchedule
+
+
+def network_output(denoiser, parameterization: str, schedule: DiscreteSchedule | None = None, sigma_data: float = 0.5):
+    """F(c_in x, c_noise) with D = c_skip x + c_out F: the raw output of a network of this parameterisation.
+
+    The scalings are the library's own (unmix.denoiser.preconditioning), so the bridge is exactly the
+    inverse of NetworkDenoiser. `eps` with a DiscreteSchedule is what diffusers' DDPM-family
+    schedulers call (VP sample, timestep); `edm` is what its EDM schedulers call (c_in x, sigma).
+    """
+
+    def model(x_in: torch.Tensor, level) -> torch.Tensor:
+        level = torch.as_tensor(level, dtype=torch.float64).reshape(-1).expand(x_in.shape[0])
+        sigma = (schedule.t_to_sigma(level) if schedule is not None else level).to(x_in.dtype)
+        c_skip, c_out, c_in, _ = (expand_like(c, x_in) for c in preconditioning(parameterization, sigma, sigma_data))
+        x = x_in / c_in
+        return (denoiser(x, sigma) - c_skip * x) / c_out
+
+    return model
 
 
 def eps_model(denoiser, schedule: DiscreteSchedule):
     """eps(x_vp, t): the epsilon prediction a VP model would make, from a sigma-space denoiser."""
-
-    def model(x_vp: torch.Tensor, t) -> torch.Tensor:
-        t = torch.as_tensor(t, dtype=torch.float64).reshape(-1).expand(x_vp.shape[0])
-        sigma = schedule.t_to_sigma(t).to(x_vp.dtype)
-        s = sigma.reshape(-1, *([1] * (x_vp.ndim - 1)))
-        x = x_vp * (1 + s**2).sqrt()
-        return (x - denoiser(x, sigma)) / s
-
-    return model
+    return network_output(denoiser, "eps", schedule)
 
 
 def edm_output_model(denoiser, sigma_data: float = 0.5):
     """F(c_in x, sigma) such that c_skip x + c_out F = D(x, sigma): what diffusers' EDM schedulers expect."""
-
-    def model(x_in: torch.Tensor, sigma) -> torch.Tensor:
-        sigma = torch.as_tensor(sigma, dtype=x_in.dtype).reshape(-1).expand(x_in.shape[0])
-        s = sigma.reshape(-1, *([1] * (x_in.ndim - 1)))
-        x = x_in * (s**2 + sigma_data**2).sqrt()
-        c_skip = sigma_data**2 / (s**2 + sigma_data**2)
-        c_out = s * sigma_data / (s**2 + sigma_data**2).sqrt()
-        return (denoiser(x, sigma) - c_skip * x) / c_out
-
-    return model
+    return network_output(denoiser, "edm", sigma_data=sigma_data)
 
 
 def make_variants():

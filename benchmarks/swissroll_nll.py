@@ -39,8 +39,9 @@ import time
 from pathlib import Path
 
 import torch
-
 from time_to_quality import machine
+from unmix.train import TrainConfig, Trainer
+
 from unmix.analytic import GaussianMixture
 from unmix.api import load
 from unmix.checkpoint import list_checkpoints, open_checkpoint
@@ -48,7 +49,6 @@ from unmix.data import Dataset
 from unmix.data.toys import NOISE, load_toy
 from unmix.likelihood import ode_log_likelihood
 from unmix.metrics.toys import toy_mixture
-from unmix.train import TrainConfig, Trainer
 
 PAPER_K, PAPER_GAIN = 2.35, 6.45  # bits, Sohl-Dickstein et al. 2015, table 1 (swiss roll)
 LN2 = math.log(2)

@@ -17,13 +17,13 @@ import time
 from pathlib import Path
 
 import torch
-from torch.utils.flop_counter import FlopCounterMode
-
 from time_to_quality import DiffusersRecipe, machine
+from torch.utils.flop_counter import FlopCounterMode
+from unmix.train import TrainConfig, ema_update, resolve
+
 from unmix.data import load_dataset
 from unmix.nets import build_net
 from unmix.samplers import DEFAULT_SAMPLER, sample
-from unmix.train import TrainConfig, ema_update, resolve
 
 
 def flops(fn) -> int:

@@ -1,25 +1,81 @@
-"""How unmix's default sigma grids were chosen: a search on *tuning* mixtures, not the benchmark ones.
+"""How the default ("auto") sampler's grids were chosen: searches on *tuning* mixtures, never the benchmark's.
 
-For each sampler and NFE budget, try Karras grids (rho, sigma_min, sigma_max) and rank them by
-sliced W2 relative to the true-vs-true floor, averaged over two tuning mixtures that share no
-parameters with benchmarks/samplers.py (different dimension, weights, spreads and positions).
+Tuning mixtures (none shares parameters or data with benchmarks/samplers.py's ring and digits):
+  2d        6 Gaussians in the plane, random positions and spreads;
+  32d       10 diagonal Gaussians in 32-D, random;
+  glyphs64  16 components fitted to 3,000 synthetic 8x8 glyphs (random bars on a dark background);
+  patches64 16 components fitted to 8x8 patches of scikit-learn's two bundled photos (4x downsampled);
+  rand64    12 diagonal Gaussians in 64-D, means in [-1, 1], variances log-uniform in [1e-6, 0.5].
+Score of a grid: mean over mixtures of log(SW2 / floor) + w * TV / TV floor, with TV the mode-weight
+error of benchmarks/samplers.py (w = 0.5, or 0.05 where SW2 should dominate).
 
-    python benchmarks/tune_grid.py [--nfe 5 10] [--samplers ipndm_v unipc]
+    python benchmarks/tune_grid.py levels --sampler unipc --nfe 3      # coordinate descent on log sigma
+    python benchmarks/tune_grid.py grid3 --sampler unipc               # full grid over 3 levels
+    python benchmarks/tune_grid.py range --sampler ipndm --nfe 4 5 10  # log-linear (sigma_min, sigma_max)
+
+What was run (2026-11, 1 thread, N = 3000 per mixture): `levels` for ipndm / dpmpp_2m / unipc at 3-5
+NFE (w = 0.5, all mixtures but patches64), Karras-parameter descent at 10 NFE (rho went to its bound:
+log-linear), `grid3` for unipc at 3 NFE on the three 64-D mixtures (w = 0.05) -> (5, 2, 0.16), and on
+2d -> (5, 0.62, 0.164); `range` checks of log-linear ipndm at 4-5 and 10 NFE on all mixtures and on
+2d alone (sigma_max 5 at 4-5 steps, 28 at 10; sigma_min 0.02 * 10 / steps in 2-D, 0.06 * 10 / steps
+in 64-D). These fixed unmix.schedules.SEARCHED_LEVELS and few_step_range. The benchmark mixtures were
+only used to check the result, as docs/sampler_benchmark.md reports.
 """
 from __future__ import annotations
 
 import argparse
 import itertools
+import math
+import sys
+from pathlib import Path
 
+import numpy as np
 import torch
 
-from unmix.analytic import GaussianMixture
-from unmix.metrics.exact import sliced_w2
-from unmix.samplers import sample
-from unmix.schedules import karras_sigmas
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from samplers import mode_weight_tv  # noqa: E402
+
+from unmix.analytic import GaussianMixture  # noqa: E402
+from unmix.metrics.exact import sliced_w2  # noqa: E402
+from unmix.samplers import sample  # noqa: E402
+from unmix.schedules import loglinear_sigmas  # noqa: E402
 
 
-def tuning_mixtures():
+def glyphs(n: int = 3000, size: int = 8, seed: int = 0) -> torch.Tensor:
+    """n synthetic glyphs [n, size*size] in [-1, 1]: 1-3 bars (row, column or diagonal) of random brightness."""
+    g = torch.Generator().manual_seed(seed)
+    imgs = torch.full((n, size, size), -1.0, dtype=torch.float64)
+    yy, xx = torch.meshgrid(torch.arange(size), torch.arange(size), indexing="ij")
+    for i in range(n):
+        for _ in range(int(torch.randint(1, 4, (1,), generator=g))):
+            kind = int(torch.randint(0, 3, (1,), generator=g))
+            a, b = torch.randint(1, size - 1, (2,), generator=g).tolist()
+            lo, hi = sorted(torch.randint(1, size - 1, (2,), generator=g).tolist())
+            val = float(torch.rand(1, generator=g)) * 1.5 + 0.5
+            line = [(yy == a) & (xx >= lo) & (xx <= hi), (xx == b) & (yy >= lo) & (yy <= hi),
+                    ((yy - xx) == (a - b)) & (yy >= lo) & (yy <= hi)][kind]
+            imgs[i][line] = (imgs[i][line] + val).clamp(max=1.0)
+    return imgs.reshape(n, -1)
+
+
+def photo_patches(per_image: int = 1500, seed: int = 0) -> torch.Tensor:
+    """8x8 grey patches of scikit-learn's bundled photos, 4x downsampled, in [-1, 1]."""
+    from sklearn.datasets import load_sample_images
+
+    rng = np.random.default_rng(seed)
+    out = []
+    for im in load_sample_images().images:
+        grey = im.mean(2)
+        h, w = grey.shape[0] // 4 * 4, grey.shape[1] // 4 * 4
+        small = grey[:h, :w].reshape(h // 4, 4, w // 4, 4).mean((1, 3))
+        for _ in range(per_image):
+            y, x = rng.integers(0, small.shape[0] - 8), rng.integers(0, small.shape[1] - 8)
+            out.append(small[y: y + 8, x: x + 8].reshape(-1))
+    return torch.tensor(np.array(out)) / 127.5 - 1
+
+
+def tuning_mixtures() -> dict[str, GaussianMixture]:
     g = torch.Generator().manual_seed(1234)
     two_d = GaussianMixture(
         torch.tensor([0.3, 0.2, 0.15, 0.15, 0.1, 0.1]),
@@ -32,40 +88,83 @@ def tuning_mixtures():
         torch.rand(10, 32, generator=g, dtype=torch.float64) * 1.8 - 0.9,
         (torch.rand(10, 32, generator=g, dtype=torch.float64) * 0.25 + 0.05) ** 2,
     )
-    return {"2d": two_d, "32d": high_d}
+    g = torch.Generator().manual_seed(7)
+    w = torch.rand(12, generator=g, dtype=torch.float64) + 0.2
+    logv = torch.rand(12, 64, generator=g, dtype=torch.float64) * math.log(0.5 / 1e-6) + math.log(1e-6)
+    rand64 = GaussianMixture(w / w.sum(), torch.rand(12, 64, generator=g, dtype=torch.float64) * 2 - 1, logv.exp())
+    return {"2d": two_d, "32d": high_d, "glyphs64": GaussianMixture.fit(glyphs(), 16, 0),
+            "patches64": GaussianMixture.fit(photo_patches(), 16, 0), "rand64": rand64}
 
 
-def score(gm, sampler, nfe, grid, n, ref, floor):
-    x = sample(gm, (n, *gm.event_shape), sampler, nfe, sigmas=grid, seed=7, dtype=torch.float64)
-    return sliced_w2(x, ref) / floor
+class Scorer:
+    """log(SW2 / floor) + w * TV / TV floor, averaged over mixtures, with fixed seeds (common random numbers)."""
+
+    def __init__(self, mixtures: dict[str, GaussianMixture], n: int, w: float):
+        self.n, self.w, self.items = n, w, []
+        for name, gm in mixtures.items():
+            ref = gm.sample(n, torch.Generator().manual_seed(1))
+            fresh = [gm.sample(n, torch.Generator().manual_seed(10 + i)) for i in range(3)]
+            floor = sum(sliced_w2(f, ref) for f in fresh) / 3
+            tv_floor = sum(mode_weight_tv(gm, f) for f in fresh) / 3
+            self.items.append((name, gm, ref, floor, tv_floor))
+
+    def __call__(self, sampler: str, levels: list[float], seed: int = 7, **opts) -> float:
+        total = 0.0
+        for _, gm, ref, floor, tv_floor in self.items:
+            grid = torch.tensor([*levels, 0.0], dtype=torch.float64)
+            x = sample(gm, (self.n, *gm.event_shape), sampler, len(levels), sigmas=grid, seed=seed,
+                       dtype=torch.float64, **opts)
+            if not torch.isfinite(x).all():
+                return math.inf
+            total += math.log(sliced_w2(x, ref) / floor) + self.w * mode_weight_tv(gm, x) / tv_floor
+        return total / len(self.items)
+
+
+def descend_levels(score, sampler: str, levels: list[float], passes: int = 2):
+    """Coordinate descent on each level in log sigma (multiplicative moves), keeping the grid descending."""
+    best = score(sampler, levels)
+    for _ in range(passes):
+        improved = False
+        for i, f in itertools.product(range(len(levels)), (0.5, 0.7, 0.85, 1.18, 1.4, 2.0)):
+            trial = list(levels)
+            trial[i] *= f
+            if any(a <= b for a, b in zip(trial, trial[1:])) or trial[-1] < 1e-3 or trial[0] > 500:
+                continue
+            s = score(sampler, trial)
+            if s < best - 1e-4:
+                best, levels, improved = s, trial, True
+        if not improved:
+            break
+    return levels, best
 
 
 def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--nfe", type=int, nargs="+", default=[5, 10])
-    ap.add_argument("--samplers", nargs="+", default=["ipndm", "ipndm_v", "unipc", "dpmpp_2m", "dpmpp_3m", "euler"])
-    ap.add_argument("--n", type=int, default=4000)
-    ap.add_argument("--top", type=int, default=3)
-    ap.add_argument("--rho", type=float, nargs="+", default=[1.5, 2, 3, 5, 7, 10])
-    ap.add_argument("--sigma-min", type=float, nargs="+", default=[0.002, 0.005, 0.01, 0.02, 0.04])
-    ap.add_argument("--sigma-max", type=float, nargs="+", default=[5, 10, 20, 80])
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("mode", choices=["levels", "grid3", "range"])
+    ap.add_argument("--sampler", default="unipc")
+    ap.add_argument("--nfe", type=int, nargs="+", default=[3])
+    ap.add_argument("--mixtures", nargs="+", default=["2d", "32d", "glyphs64", "patches64", "rand64"])
+    ap.add_argument("--n", type=int, default=3000)
+    ap.add_argument("--w", type=float, default=0.5, help="weight of the mode-weight term")
     args = ap.parse_args()
     torch.set_num_threads(1)
-    mixtures = tuning_mixtures()
-    refs = {k: (gm.sample(args.n, torch.Generator().manual_seed(5)), gm) for k, gm in mixtures.items()}
-    floors = {k: sliced_w2(gm.sample(args.n, torch.Generator().manual_seed(6)), ref) for k, (ref, gm) in refs.items()}
-    for sampler, nfe in itertools.product(args.samplers, args.nfe):
-        steps = nfe  # all tuned samplers spend one call per step
-        results = []
-        for rho, smin, smax in itertools.product(args.rho, args.sigma_min, args.sigma_max):
-            grid = karras_sigmas(steps, smin, smax, rho)
-            s = sum(score(gm, sampler, nfe, grid, args.n, ref, floors[k]) for k, (ref, gm) in refs.items()) / len(refs)
-            results.append((s, rho, smin, smax))
-        results.sort()
-        default = karras_sigmas(steps, 0.002, 80, 7)
-        d = sum(score(gm, sampler, nfe, default, args.n, ref, floors[k]) for k, (ref, gm) in refs.items()) / len(refs)
-        top = ", ".join(f"{s:.2f}x (rho {r}, min {a}, max {b})" for s, r, a, b in results[:args.top])
-        print(f"{sampler:10s} NFE {nfe:3d}: EDM default {d:.2f}x | best {top}", flush=True)
+    mixtures = {k: v for k, v in tuning_mixtures().items() if k in args.mixtures}
+    score = Scorer(mixtures, args.n, args.w)
+    if args.mode == "grid3":
+        results = [(score(args.sampler, [a, b, c]), (a, b, c)) for a, b, c in itertools.product(
+            [5, 10, 20, 40, 80, 160], [0.6, 1, 1.5, 2, 3, 4.5, 7], [0.01, 0.02, 0.04, 0.08, 0.16]) if a > b > c]
+        for s, levels in sorted(results)[:5]:
+            print(f"{args.sampler} {levels}: score {s:.3f}")
+        return
+    for nfe in args.nfe:
+        if args.mode == "levels":
+            levels, s = descend_levels(score, args.sampler, loglinear_sigmas(nfe, 0.03, 20.0)[:-1].tolist())
+            print(f"{args.sampler} NFE {nfe}: {[round(v, 4) for v in levels]} score {s:.3f}", flush=True)
+        else:
+            for lo_scale, hi in itertools.product((0.01, 0.02, 0.04, 0.06), (3, 5, 10, 28, 80)):
+                lo = lo_scale * 10 / nfe
+                s = score(args.sampler, loglinear_sigmas(nfe, lo, hi)[:-1].tolist())
+                print(f"{args.sampler} NFE {nfe} log-linear ({lo:.3f}, {hi}): score {s:.3f}", flush=True)
 
 
 if __name__ == "__main__":

@@ -121,7 +121,8 @@ def test_bad_inputs_give_one_line_and_exit_2(digits_ckpt, ring_ckpt, tmp_path, c
         (("eval", "--samples", few, "--data", "cifar"), "valid: digits, emoji"),
         (("nll", pickled), "pickle"),
         (("nll", ring_ckpt, "--method", "vlb"), "discrete-time model"),
-        (("nll", digits_ckpt, "--trace", "magic", "--method", "ode", "--n", 1), "'magic' is not one of 'auto', 'exact', 'hutchinson'"),
+        (("nll", digits_ckpt, "--trace", "magic", "--method", "ode", "--n", 1),
+         "'magic' is not one of 'auto', 'exact', 'hutchinson'"),
     ]
     for argv, fragment in cases:
         _one_error_line(*_run(capsys, *argv), fragment)

@@ -65,7 +65,7 @@ def test_sample_grid_singles_npy_gif_and_seeds(run_dir, tmp_path, capsys):
     assert x.shape == (5, 1, 8, 8) and x.dtype == np.float32 and x.min() >= -1 and x.max() <= 1
     assert (out / "grid.png").is_file() and len(list(out.glob("*_seed*.png"))) == 5
     gif = Image.open(out / "reverse.gif")
-    assert gif.n_frames >= 5
+    assert gif.n_frames >= 4  # one frame per denoiser call, then the result (Pillow merges it if equal to the last)
     code, _, _ = cli(capsys, "sample", run_dir, "--seeds", "3,4", "--nfe", 4, "--out", tmp_path / "t",
                      "--save-npy", tmp_path / "t.npy", "--no-singles")
     assert code == 0

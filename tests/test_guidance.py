@@ -67,7 +67,7 @@ def test_guidance_pushes_towards_the_class():
     for w in (1.0, 4.0):
         x = sample(ClassifierFreeGuidance(gm, w), (n, 2), "heun", 39, seed=0, cond=cond)
         scores.append(float((gm.log_prob(x, cond=cond) - gm.log_prob(x)).exp().mean()))  # mean P(class | x)
-    assert scores[1] > scores[0]
+    assert scores[1] > scores[0] + 0.2, scores  # measured: mean P(class | x) 0.58 at scale 1, 0.90 at scale 4
 
 
 def test_steer_and_conditioning():
@@ -108,3 +108,27 @@ def test_guidance_without_a_label_and_labels_out_of_range():
         g(x, s)
     with pytest.raises(UnmixError, match="outside the model's classes"):
         g(x, s, torch.tensor([0, 7]))
+
+
+def test_a_plain_two_argument_denoiser_goes_through_the_wrappers():
+    """k-diffusion's D(x, sigma): steer() passes it on, reconstruction-guided inpainting and editing take it,
+    and classifier-free guidance refuses it with the library's error (it has no classes), not a TypeError."""
+    from unmix.edit import edit
+    from unmix.inpaint import inpaint
+
+    gm = GaussianMixture(torch.tensor([0.5, 0.5]), torch.tensor([[0.6, -0.2, 0.1, 0.4], [-0.5, 0.3, -0.6, 0.0]]),
+                         torch.full((2,), 0.01), event_shape=(1, 2, 2))
+    plain = lambda x, sigma: gm(x, sigma)  # noqa: E731
+    shape = (8, 1, 2, 2)
+    a = sample(steer(plain, None), shape, "dpmpp_2m", 6, seed=0, dtype=torch.float64)
+    assert torch.equal(a, sample(gm, shape, "dpmpp_2m", 6, seed=0, dtype=torch.float64))
+    image = gm.means[0].reshape(1, 2, 2)
+    mask = torch.tensor([[[True, False], [False, True]]])
+    for method in ("guided", "repaint"):
+        got = inpaint(plain, image, mask, 4, method=method, nfe=6, seed=1)
+        want = inpaint(gm, image, mask, 4, method=method, nfe=6, seed=1)
+        torch.testing.assert_close(got, want, rtol=0, atol=1e-12)
+    torch.testing.assert_close(edit(plain, image, 0.5, 4, nfe=5, seed=2), edit(gm, image, 0.5, 4, nfe=5, seed=2),
+                               rtol=0, atol=0)
+    with pytest.raises(UnmixError, match="class-conditional model"):
+        ClassifierFreeGuidance(plain, 2.0)

@@ -6,8 +6,15 @@ import torch
 
 from unmix.analytic import FiniteDataset, GaussianMixture, ring_of_gaussians
 from unmix.errors import UnmixError
-from unmix.likelihood import (bin_halfwidth, data_levels, discretized_gaussian_log_likelihood, ode_bits_per_dim,
-                              ode_log_likelihood, uniform_bits_per_dim, vlb_bits_per_dim)
+from unmix.likelihood import (
+    bin_halfwidth,
+    data_levels,
+    discretized_gaussian_log_likelihood,
+    ode_bits_per_dim,
+    ode_log_likelihood,
+    uniform_bits_per_dim,
+    vlb_bits_per_dim,
+)
 from unmix.schedules import DiscreteSchedule
 
 torch.set_num_threads(1)

@@ -1,13 +1,15 @@
-"""Feature-space metrics on the digits: FD, KID, precision/recall, the cached classifier, bad inputs."""
+"""Feature-space metrics on the digits: FD, KID, precision/recall, the cached classifier, atomic cache files,
+bad inputs."""
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from safetensors.torch import load_file
 
+from unmix import fsutil
 from unmix.errors import UnmixError
-from unmix.metrics import evaluate, frechet_distance, kid, precision_recall
-from unmix.metrics import features
-from unmix.metrics.cache import cache_dir, read_metadata
+from unmix.fsutil import cache_dir, read_metadata
+from unmix.metrics import evaluate, features, frechet_distance, kid, precision_recall
 
 torch.set_num_threads(1)
 
@@ -63,6 +65,50 @@ def test_feature_net_training_is_bit_identical_whatever_the_callers_threads(digi
         assert torch.equal(a, b), k
 
 
+def test_atomic_writes_replace_whole_files_and_leave_nothing_behind(tmp_path):
+    target = tmp_path / "a.json"
+    fsutil.write_text(target, "old")
+    fsutil.write_text(target, "new ✓")
+    assert target.read_text(encoding="utf-8") == "new ✓"
+    with pytest.raises(RuntimeError), fsutil.atomic_path(target) as tmp:  # a writer that dies half-way
+        tmp.write_text("half")
+        raise RuntimeError
+    assert target.read_text(encoding="utf-8") == "new ✓"
+    weights = tmp_path / "w.safetensors"
+    fsutil.save_safetensors(weights, {"x": torch.arange(6.0).reshape(2, 3).T}, {"k": "v"})  # non-contiguous
+    assert torch.equal(load_file(weights)["x"], torch.arange(6.0).reshape(2, 3).T)
+    assert read_metadata(weights) == {"k": "v"}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.json", "w.safetensors"]
+    with pytest.raises(FileNotFoundError):  # folders are made only when asked
+        fsutil.write_bytes(tmp_path / "new" / "b.bin", b"x")
+    assert fsutil.write_bytes(tmp_path / "new" / "b.bin", b"x", make_parents=True).read_bytes() == b"x"
+
+
+def test_atomic_folder_replaces_a_whole_folder_or_nothing(tmp_path):
+    out = tmp_path / "run"
+    with fsutil.atomic_folder(out) as tmp:
+        (tmp / "a.txt").write_text("1")
+    with pytest.raises(RuntimeError), fsutil.atomic_folder(out) as tmp:  # a crash mid-write keeps the old folder
+        (tmp / "b.txt").write_text("2")
+        raise RuntimeError
+    assert [p.name for p in out.iterdir()] == ["a.txt"]
+    (tmp_path / ".run.tmp-99999").mkdir()  # left by a writer that died
+    with fsutil.atomic_folder(out) as tmp:
+        (tmp / "c.txt").write_text("3")
+    assert [p.name for p in out.iterdir()] == ["c.txt"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]
+
+
+def test_load_safetensors_refuses_missing_corrupt_and_stale_files(tmp_path):
+    path = tmp_path / "t.safetensors"
+    assert fsutil.load_safetensors(path) is None
+    fsutil.save_safetensors(path, {"x": torch.ones(2)}, {"version": "1"})
+    assert torch.equal(fsutil.load_safetensors(path, {"version": "1"})["x"], torch.ones(2))
+    assert fsutil.load_safetensors(path, {"version": "2"}) is None
+    path.write_bytes(path.read_bytes()[:-3])
+    assert fsutil.load_safetensors(path) is None
+
+
 def test_corrupt_cache_is_rebuilt(cache, ref):
     path = cache / "unmix" / "metrics" / "digits-reference-v1.safetensors"
     path.write_bytes(b"not a safetensors file")
@@ -94,7 +140,8 @@ def test_fd_matches_the_closed_form_for_gaussians():
 
 def test_kid_equals_the_brute_force_u_statistic_and_is_near_zero_for_two_halves(ref):
     g = torch.Generator().manual_seed(0)
-    x, y = torch.randn(30, 4, generator=g, dtype=torch.float64), torch.randn(20, 4, generator=g, dtype=torch.float64) + 0.5
+    x = torch.randn(30, 4, generator=g, dtype=torch.float64)
+    y = torch.randn(20, 4, generator=g, dtype=torch.float64) + 0.5
     k = lambda a, b: (a @ b.T / 4 + 1) ** 3  # noqa: E731
     off = lambda m: (m.sum() - m.diagonal().sum()) / (len(m) * (len(m) - 1))  # noqa: E731
     assert kid(x, y, chunk=7) == pytest.approx(float(off(k(x, x)) + off(k(y, y)) - 2 * k(x, y).mean()))

@@ -57,7 +57,7 @@ def test_stochastic_options_converge_with_their_noise(ring, name, opts):
 def test_sampler_error_shrinks_with_nfe(ring, name):
     gm, refs, floor = ring
     errs = [_sw2([sample(gm, (N, 2), name, k, seed=9, dtype=torch.float64)], refs) for k in (4, 64)]
-    assert errs[1] < errs[0]
+    assert errs[1] < 0.75 * errs[0], errs  # measured: 64 NFE cut the error to 0.003-0.6x of 4 NFE
 
 
 @pytest.mark.parametrize("name", list_samplers())
@@ -104,9 +104,19 @@ def test_batch_equals_single_runs_with_the_same_seeds(name, opts):
     assert not torch.allclose(batch, other)
 
 
-def _eps_setup(diffusers_cls, **kw):
-    from diffusers_bridge import eps_model
+def eps_model(denoiser, schedule):
+    """The epsilon a DDPM model predicts from the VP sample at timestep t: eps = (x - D(x)) / sigma,
+    with x = x_vp sqrt(1 + sigma^2) (closed form, written here rather than imported from benchmarks/)."""
 
+    def model(x_vp, t):
+        sigma = schedule.t_to_sigma(torch.as_tensor(t, dtype=torch.float64)).reshape(1).expand(x_vp.shape[0])
+        x = x_vp * torch.sqrt(1 + sigma[:, None] ** 2)
+        return (x - denoiser(x, sigma)) / sigma[:, None]
+
+    return model
+
+
+def _eps_setup(diffusers_cls, **kw):
     gm = GaussianMixture(torch.tensor([0.5, 0.5]), torch.tensor([[0.5, -0.2, 0.1], [-0.4, 0.3, 0.0]]),
                          torch.tensor([[0.04, 0.01, 0.02], [0.02, 0.03, 0.01]]))
     sched = diffusers_cls(num_train_timesteps=1000, beta_schedule="linear", beta_start=1e-4, beta_end=0.02,

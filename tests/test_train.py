@@ -5,10 +5,10 @@ import pytest
 import torch
 
 from unmix import checkpoint as ckpt
-from unmix.model import load
 from unmix.data import Dataset, load_dataset
 from unmix.errors import UnmixError
 from unmix.losses import Recipe
+from unmix.model import load
 from unmix.train_config import TrainConfig
 from unmix.trainer import resume, start
 
@@ -131,7 +131,7 @@ def test_recipe_targets_make_the_denoiser_exact():
         c_skip, c_out, c_in = (c[:, None] for c in TABLE_1[name](sigma))
 
         class Oracle(torch.nn.Module):
-            def forward(self, x_in, c_noise, cond=None):
+            def forward(self, x_in, c_noise, cond=None, c_in=c_in, c_skip=c_skip, c_out=c_out):
                 x = x_in / c_in
                 return (x0 - c_skip * x) / c_out
 

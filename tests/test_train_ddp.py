@@ -44,9 +44,11 @@ def test_two_process_torchrun_gives_identical_weights(tmp_path):
     saved = load_file(out / "checkpoint-00000004" / "model.safetensors")  # written by rank 0 alone
     assert all(torch.equal(rank0[k], saved[k]) for k in rank0)
     assert (out / "stats.jsonl").read_text().count("\n") == 2  # one writer
-    start(TrainConfig(out=str(tmp_path / "single"), **CONFIG)).train(progress=False)
+    single = start(TrainConfig(out=str(tmp_path / "single"), **CONFIG))
+    single.train(progress=False)
     # the same global batch split two ways: the same losses and gradients up to rounding
-    logs = [[json.loads(line) for line in (d / "stats.jsonl").read_text().splitlines()] for d in (out, tmp_path / "single")]
+    logs = [[json.loads(line) for line in (d / "stats.jsonl").read_text().splitlines()]
+            for d in (out, tmp_path / "single")]
     for a, b in zip(*logs):
         assert a["loss"] == pytest.approx(b["loss"], rel=1e-5) and a["grad_norm"] == pytest.approx(b["grad_norm"], rel=1e-4)
     for k, v in single.net.state_dict().items():

@@ -18,6 +18,7 @@ import math
 
 import torch
 
+from unmix.data.digits import digits_images
 from unmix.denoiser import sigma_batch
 from unmix.errors import UnmixError
 
@@ -56,7 +57,7 @@ class GaussianMixture:
     def dim(self) -> int:
         return self.means.shape[1]
 
-    def to(self, device=None, dtype=None) -> "GaussianMixture":
+    def to(self, device=None, dtype=None) -> GaussianMixture:
         m = GaussianMixture.__new__(GaussianMixture)
         m.__dict__.update(self.__dict__)
         for name in ("means", "weights", "variances"):
@@ -72,7 +73,8 @@ class GaussianMixture:
             return logw
         cond = torch.as_tensor(cond, device=self.labels.device).reshape(-1).expand(n)
         if torch.any(cond < 0) or torch.any(cond > self.num_classes):
-            raise UnmixError(f"class label out of range: valid 0..{self.num_classes - 1}, or {self.num_classes} for none")
+            raise UnmixError(f"class label out of range: valid 0..{self.num_classes - 1}, "
+                             f"or {self.num_classes} for none")
         keep = (self.labels[None, :] == cond[:, None]) | (cond[:, None] == self.num_classes)
         return logw.masked_fill(~keep, -math.inf)
 
@@ -113,7 +115,8 @@ class GaussianMixture:
         for sl in self._chunks(xf.shape[0]):
             xc, sc = xf[sl], s2[sl]
             logp, var = self._component_terms(xc, sc)
-            r = torch.softmax(logp + self._log_weights(None if cond is None else _rows(cond, sl, x), xc.shape[0]), dim=1)
+            logw = self._log_weights(None if cond is None else _rows(cond, sl, x), xc.shape[0])
+            r = torch.softmax(logp + logw, dim=1)
             if self.isotropic:
                 shrink = self.variances[None, :] / var.clamp(min=torch.finfo(var.dtype).tiny)  # [N, K]
                 shrink = torch.where(var > 0, shrink, torch.ones_like(shrink))
@@ -144,7 +147,8 @@ class GaussianMixture:
         s = sigma_batch(sigma, x)
         return (self(x, s, cond) - x) / s.reshape(-1, *([1] * (x.ndim - 1))) ** 2
 
-    def sample(self, n: int, generator: torch.Generator | None = None, cond: torch.Tensor | None = None) -> torch.Tensor:
+    def sample(self, n: int, generator: torch.Generator | None = None,
+               cond: torch.Tensor | None = None) -> torch.Tensor:
         """n exact samples (optionally of given classes), shaped [n, *event_shape]."""
         probs = self._log_weights(cond, n).softmax(1)
         k = torch.multinomial(probs, 1, generator=generator).squeeze(1)
@@ -154,7 +158,7 @@ class GaussianMixture:
         return (self.means[k] + std * z).reshape(n, *self.event_shape)
 
     @classmethod
-    def fit(cls, data, n_components: int, random_state: int = 0, event_shape=None) -> "GaussianMixture":
+    def fit(cls, data, n_components: int, random_state: int = 0, event_shape=None) -> GaussianMixture:
         """Fit a diagonal mixture with scikit-learn and wrap it as an exact denoiser."""
         from sklearn.mixture import GaussianMixture as SkGMM
 
@@ -199,7 +203,5 @@ def digits_mixture(n_components: int = 16, random_state: int = 0) -> GaussianMix
     """A diagonal mixture fitted to scikit-learn's 8x8 digits scaled to [-1, 1] (64-D, shown as 1x8x8).
 
     Cached: the fit takes seconds and the mixture is never modified in place."""
-    from sklearn.datasets import load_digits
-
-    data = torch.as_tensor(load_digits().data / 8 - 1)
-    return GaussianMixture.fit(data, n_components, random_state, event_shape=(1, 8, 8))
+    images, _ = digits_images()
+    return GaussianMixture.fit(images.reshape(len(images), -1), n_components, random_state, event_shape=(1, 8, 8))

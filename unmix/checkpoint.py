@@ -163,6 +163,8 @@ def _describe_file(path: Path) -> str:
 
 def resolve_checkpoint(path: str | os.PathLike) -> Path:
     """A checkpoint folder itself, or the latest checkpoint inside a training output folder."""
+    if not isinstance(path, (str, os.PathLike)):
+        raise UnmixError(f"a checkpoint is a folder path (str or Path), got {type(path).__name__} {path!r}")
     path = Path(path).expanduser()
     if not path.exists():
         raise UnmixError(f"checkpoint {path} does not exist")
@@ -196,7 +198,8 @@ class Checkpoint:
     def training_state(self) -> dict:
         skeleton_path = self.path / "state.json"
         if not skeleton_path.is_file():
-            raise UnmixError(f"checkpoint {self.path} has no training state (state.json); it can be sampled, not resumed")
+            raise UnmixError(f"checkpoint {self.path} has no training state (state.json); it can be sampled, "
+                             "not resumed")
         skeleton = _read_json(skeleton_path)
         return unflatten_state(skeleton, _load_tensors(self.path / "state.safetensors"))
 
@@ -257,26 +260,6 @@ def _check_shape(folder: Path, config: dict) -> None:
                          "the checkpoint is damaged")
 
 
-def verify(c: Checkpoint) -> list[str]:
-    """Problems that would stop the checkpoint from sampling: unreadable weight files, or a config.json whose
-    network cannot be rebuilt, take the stored weights, or denoise one item (checked by doing exactly that)."""
-    problems = verify_weights(c)
-    if problems:
-        return problems
-    from unmix.model import load  # late: unmix.model builds on this module
-
-    try:
-        model = load(c.path)
-        x = torch.zeros(1, *model.shape)
-        with torch.no_grad():
-            model.denoiser(x, torch.ones(1))
-    except UnmixError as e:
-        return [str(e)]
-    except (TypeError, ValueError, KeyError, IndexError, RuntimeError) as e:  # a health check names any failure
-        return [f"{c.path}/config.json does not give a working network ({type(e).__name__}: {e})"]
-    return []
-
-
 def verify_weights(c: Checkpoint) -> list[str]:
     """Problems with the checkpoint's weight files (missing or unreadable), checked by reading each header."""
     problems = []
@@ -287,42 +270,3 @@ def verify_weights(c: Checkpoint) -> list[str]:
         except UnmixError as e:
             problems.append(str(e))
     return problems
-
-
-def describe(path: str | os.PathLike) -> list[str]:
-    """What a checkpoint holds, as lines for `unmix info`: network, recipe, data, training progress, health."""
-    c = open_checkpoint(path)
-    cfg = c.config
-    data, recipe, tr = cfg.get("data") or {}, cfg["recipe"], cfg.get("train") or {}
-    lines = [
-        f"checkpoint   {c.path}",
-        f"step         {c.step} ({cfg.get('images_seen', 0) / 1000:.1f}k images)",
-        f"network      {cfg['net'].get('kind')}, " + ", ".join(f"{k}={v}" for k, v in cfg["net"].items() if k != "kind"),
-        f"recipe       {recipe.get('name')} ({recipe.get('parameterization')}"
-        + (f", {recipe['schedule']} schedule" if recipe.get("schedule") else f", sigma_data {recipe.get('sigma_data')}")
-        + (f", min-SNR {recipe['min_snr_gamma']}" if recipe.get("min_snr_gamma") else "") + ")",
-        f"data         {data.get('name')} ({data.get('size')} items of shape {data.get('shape')})",
-    ]
-    if cfg["net"].get("num_classes"):
-        lines.append(f"classes      {', '.join(map(str, data.get('class_names', [])))} (conditional, label dropout "
-                     f"{tr.get('label_dropout')})")
-    if tr:
-        lines.append(f"training     batch {tr.get('batch_size')}, lr {tr.get('lr')}, EMA half-life "
-                     f"{tr.get('ema_halflife_kimg')}k images, seed {tr.get('seed')}")
-    lines.append(f"files        {', '.join(sorted(p.name for p in c.path.iterdir()))}")
-    others = list_checkpoints(c.path.parent)
-    if len(others) > 1:
-        lines.append(f"in run       {', '.join(p.name for p in others)}")
-    stats = c.path.parent / "stats.jsonl"
-    last = [line for line in stats.read_text().splitlines() if line.strip()] if stats.is_file() else []
-    if last:
-        try:
-            rec = json.loads(last[-1])
-            lines.append(f"last log     step {rec.get('step')}, loss {rec.get('loss', float('nan')):.4f}, "
-                         f"{rec.get('seconds', 0) / 60:.1f} min")
-        except (ValueError, TypeError):
-            lines.append("last log     unreadable (stats.jsonl's last line is damaged)")
-    problems = verify(c)
-    lines.append("health       " + ("weights readable, network runs" if not problems
-                                    else "DAMAGED: " + "; ".join(problems)))
-    return lines

@@ -17,6 +17,7 @@ is given, else ln(sigma)/4. The network is called as net(x_in, c_noise, cond) (c
 """
 from __future__ import annotations
 
+import inspect
 from typing import Protocol
 
 import torch
@@ -112,6 +113,49 @@ class NetworkDenoiser(nn.Module):
         c_skip, c_out, c_in, c_noise = (expand_like(c, x) if i < 3 else c for i, c in enumerate(self.precond(sigma)))
         out = self.net(c_in * x, c_noise, cond)
         return c_skip * x + c_out * out.to(x.dtype)
+
+
+def as_denoiser(fn) -> Denoiser:
+    """`fn` as a denoiser D(x, sigma, cond=None), whether it takes (x, sigma, cond) or just (x, sigma).
+
+    The two-argument form is k-diffusion's convention for an unconditional model. The signature is
+    read once, here; callables that take a third positional argument (or *args, as nn.Module does)
+    are returned unchanged, so wrapping twice is harmless.
+    """
+    if isinstance(fn, _Unconditional) or _positional_arity(fn) != 2:
+        return fn
+    return _Unconditional(fn)
+
+
+def _positional_arity(fn) -> int | None:
+    """How many positional arguments fn accepts (None: any number, or the signature cannot be read)."""
+    try:
+        params = inspect.signature(fn).parameters.values()
+    except (TypeError, ValueError):
+        return None
+    if any(p.kind is p.VAR_POSITIONAL for p in params):
+        return None
+    return sum(p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) for p in params)
+
+
+class _Unconditional:
+    """A two-argument denoiser D(x, sigma) seen through the three-argument interface (cond must be None).
+
+    Other attributes (event_shape, sigma_data, ...) are read from the wrapped callable.
+    """
+
+    def __init__(self, fn):
+        self.fn = fn
+
+    def __call__(self, x, sigma, cond=None):
+        if cond is not None:
+            raise UnmixError("this denoiser takes (x, sigma) only, so it cannot be conditioned: pass cond=None")
+        return self.fn(x, sigma)
+
+    def __getattr__(self, name):
+        if name == "fn":  # not set yet (e.g. while unpickling): no recursion
+            raise AttributeError(name)
+        return getattr(self.fn, name)
 
 
 class CountingDenoiser:

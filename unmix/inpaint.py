@@ -29,7 +29,7 @@ import torch
 from unmix import rng
 from unmix.analytic import GaussianMixture
 from unmix.control import generator_for, image_batch, unwrap
-from unmix.denoiser import CountingDenoiser, expand_like, sigma_batch
+from unmix.denoiser import CountingDenoiser, as_denoiser, expand_like, sigma_batch
 from unmix.errors import UnmixError
 from unmix.samplers import DEFAULT_SAMPLER, default_sigmas, get_sampler
 
@@ -149,6 +149,7 @@ def inpaint(
     y = image_batch(image, n)
     mask = check_mask(mask, y.shape[1:])
     denoiser, sigma_min, sigma_max = unwrap(model, sigma_min, sigma_max)
+    denoiser = as_denoiser(denoiser)
     spec = get_sampler(sampler)
     if sigmas is None:
         sigmas = default_sigmas(sampler, nfe, sigma_min, sigma_max)

@@ -39,9 +39,7 @@ class RunLock:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             os.close(fd)
-            who = f"process {previous.get('pid')} on {previous.get('host')}" if previous else "another process"
-            raise UnmixError(f"{folder} is in use by {who}, which is training into it; wait for it to finish, "
-                             "or choose another out=") from None
+            raise UnmixError(_in_use(folder, previous)) from None
         if previous.get("pid"):
             print(f"note: {folder} had a lock from process {previous['pid']} on {previous.get('host')}, which "
                   "ended without releasing it; taking it over", file=sys.stderr)
@@ -57,6 +55,29 @@ class RunLock:
         fcntl.flock(self._fd, fcntl.LOCK_UN)
         os.close(self._fd)
         self._fd = None
+
+
+def ensure_free(folder: str | os.PathLike) -> None:
+    """Raise the same UnmixError as RunLock if another process holds FOLDER's lock; for checking before any work
+    starts (or anything is printed). Takes nothing: the lock is held only by RunLock."""
+    path = Path(folder) / LOCK_NAME
+    if not path.is_file():
+        return
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        raise UnmixError(_in_use(path.parent, _read(fd))) from None
+    finally:
+        os.close(fd)  # closing releases the probe's shared lock
+
+
+def _in_use(folder: Path, holder: dict) -> str:
+    who = f"process {holder.get('pid')} on {holder.get('host')}" if holder else "another process"
+    return f"{folder} is in use by {who}, which is training into it; wait for it to finish, or choose another out="
 
 
 def _read(fd: int) -> dict:

@@ -22,9 +22,9 @@ from dataclasses import dataclass
 import torch
 
 from unmix import rng
-from unmix.denoiser import CountingDenoiser
+from unmix.denoiser import CountingDenoiser, as_denoiser
 from unmix.errors import UnmixError
-from unmix.schedules import karras_sigmas, loglinear_sigmas
+from unmix.schedules import karras_sigmas, loglinear_sigmas, searched_sigmas
 
 Callback = Callable[[int, float, torch.Tensor, torch.Tensor], None] | None
 
@@ -245,33 +245,28 @@ _AB_COEFFS = ([1.0], [1.5, -0.5], [23 / 12, -16 / 12, 5 / 12], [55 / 24, -59 / 2
 def sample_ipndm(denoiser, x, sigmas, *, cond=None, generator=None, callback=None, order: int = 4):
     """Improved PNDM (Zhang & Chen 2023): Adams-Bashforth on dx/dsigma with fixed coefficients,
     warming up through lower orders, one denoiser call per step; the step into sigma = 0 is x0_hat."""
-    s = _levels(sigmas)
-    ds: list[torch.Tensor] = []
-    for i in range(len(s) - 1):
-        den = _denoise(denoiser, x, s[i], cond, callback, i)
-        if s[i + 1] == 0:  # into sigma = 0 the exact step is the posterior mean itself
-            return den
-        d = (x - den) / s[i]
-        ds = [d] + ds[: order - 1]
-        coeffs = _AB_COEFFS[len(ds) - 1]
-        x = x + (s[i + 1] - s[i]) * sum(c * dj for c, dj in zip(coeffs, ds))
-    return x
+    return _ipndm(denoiser, x, sigmas, cond, callback, order, variable=False)
 
 
 def sample_ipndm_v(denoiser, x, sigmas, *, cond=None, generator=None, callback=None, order: int = 4):
     """iPNDM with variable-step Adams-Bashforth weights: the integral over [s_i, s_{i+1}] of the
     polynomial through the last `order` derivatives at their true sigma levels."""
+    return _ipndm(denoiser, x, sigmas, cond, callback, order, variable=True)
+
+
+def _ipndm(denoiser, x, sigmas, cond, callback, order: int, variable: bool):
     s = _levels(sigmas)
-    ds: list[torch.Tensor] = []
+    ds: list[torch.Tensor] = []  # dx/dsigma at s[i], s[i-1], ... (newest first)
     for i in range(len(s) - 1):
         den = _denoise(denoiser, x, s[i], cond, callback, i)
-        if s[i + 1] == 0:
+        if s[i + 1] == 0:  # into sigma = 0 the exact step is the posterior mean itself
             return den
-        d = (x - den) / s[i]
-        ds = [d] + ds[: order - 1]
-        nodes = [s[i - j] for j in range(len(ds))]
-        weights = _lagrange_integrals(nodes, s[i], s[i + 1])
-        x = x + sum(w * dj for w, dj in zip(weights, ds))
+        ds = [(x - den) / s[i]] + ds[: order - 1]
+        if variable:
+            weights = _lagrange_integrals([s[i - j] for j in range(len(ds))], s[i], s[i + 1])
+        else:
+            weights = [(s[i + 1] - s[i]) * c for c in _AB_COEFFS[len(ds) - 1]]
+        x = x + sum(w * d for w, d in zip(weights, ds))
     return x
 
 
@@ -300,6 +295,21 @@ def _gauss_legendre(n: int):
     return x.tolist(), w.tolist()
 
 
+# --- the default: a solver and a grid chosen by budget ----------------------------------------------
+AUTO_UNIPC_STEPS = 3
+
+
+def sample_auto(denoiser, x, sigmas, *, cond=None, generator=None, callback=None):
+    """UniPC-2 on grids of up to AUTO_UNIPC_STEPS levels, iPNDM on longer ones.
+
+    On the tuning mixtures (benchmarks/tune_grid.py) UniPC's exponential-integrator steps with their
+    free corrector were best at 3 steps, where every step is long, and iPNDM's fourth-order
+    Adams-Bashforth on log-linear grids was best from 4 steps on; each walks the grid it is given.
+    """
+    fn = sample_unipc if len(_levels(sigmas)) - 1 <= AUTO_UNIPC_STEPS else sample_ipndm
+    return fn(denoiser, x, sigmas, cond=cond, generator=generator, callback=callback)
+
+
 # --- registry and front door ----------------------------------------------------------------------
 @dataclass(frozen=True)
 class SamplerSpec:
@@ -326,8 +336,10 @@ SAMPLERS: dict[str, SamplerSpec] = {
     "unipc": SamplerSpec(sample_unipc, 1, 1, "karras", 7.0, False, "UniPC-2 predictor-corrector (bh2)"),
     "ipndm": SamplerSpec(sample_ipndm, 1, 1, "karras", 7.0, False, "iPNDM, 4th-order Adams-Bashforth"),
     "ipndm_v": SamplerSpec(sample_ipndm_v, 1, 1, "karras", 7.0, False, "iPNDM with variable-step weights"),
+    "auto": SamplerSpec(sample_auto, 1, 1, "searched", 0.0, False,
+                        "the default: UniPC at <= 3 steps, else iPNDM, on searched grids"),
 }
-DEFAULT_SAMPLER = "ipndm"
+DEFAULT_SAMPLER = "auto"
 
 
 def list_samplers() -> list[str]:
@@ -353,15 +365,24 @@ def budget_sigma_range(steps: int) -> tuple[float, float]:
     return 0.02 * 0.1**t_min, 5.0 * 16.0**t_max
 
 
-def default_sigmas(sampler: str, nfe: int, sigma_min: float | None = None, sigma_max: float | None = None) -> torch.Tensor:
+def default_sigmas(sampler: str, nfe: int, sigma_min: float | None = None, sigma_max: float | None = None,
+                   dim: int | None = None) -> torch.Tensor:
     """The grid `sample()` walks for this sampler and NFE budget (positive levels, then 0).
 
-    Unset ends come from budget_sigma_range; the spacing is the sampler's (Karras rho = 7 by default).
+    "searched" samplers walk schedules.searched_sigmas (which may use `dim`, the values per sample);
+    the others a Karras grid (rho = 7) whose unset ends come from budget_sigma_range.
     """
     spec = get_sampler(sampler)
     if not isinstance(nfe, int) or nfe < spec.min_nfe:
         raise UnmixError(f"sampler {sampler!r} needs nfe >= {spec.min_nfe}, got {nfe}")
     steps = spec.steps_for(nfe)
+    if spec.grid == "searched":
+        for v in (sigma_min, sigma_max):
+            if v is not None and v <= 0:
+                raise UnmixError(f"sigma_min and sigma_max must be > 0, got {sigma_min}, {sigma_max}")
+        if sigma_min is not None and sigma_max is not None and sigma_min > sigma_max:
+            sigma_min = sigma_max
+        return searched_sigmas(steps, sigma_min, sigma_max, dim)
     auto_min, auto_max = budget_sigma_range(steps)
     sigma_min = auto_min if sigma_min is None else sigma_min
     sigma_max = auto_max if sigma_max is None else sigma_max
@@ -411,11 +432,12 @@ def sample(
         if generator is not None:
             raise UnmixError("pass either seed or generator, not both")
         generator = torch.Generator().manual_seed(seed)
-    grid = default_sigmas(sampler, nfe, sigma_min, sigma_max) if sigmas is None else torch.as_tensor(sigmas)
+    dim = math.prod(shape[1:])
+    grid = default_sigmas(sampler, nfe, sigma_min, sigma_max, dim) if sigmas is None else torch.as_tensor(sigmas)
     _levels(grid)
     if x_init is None:
         x_init = rng.randn(shape, generator, dtype, device) * float(grid[0])
-    counter = CountingDenoiser(denoiser)
+    counter = CountingDenoiser(as_denoiser(denoiser))
     x = spec.fn(counter, x_init, grid, cond=cond, generator=generator, callback=callback, **options)
     if sigmas is None and counter.nfe > nfe:
         raise AssertionError(f"sampler {sampler} used {counter.nfe} evaluations for a budget of {nfe}")

@@ -1,20 +1,42 @@
 """The `unmix` executable's entry point: the one place that turns Ctrl-C into exit code 130, at any moment.
 
-The command modules (and PyTorch) are imported inside `main` on purpose: a Ctrl-C that arrives while they load
-must still end with one line and a non-zero exit, not a traceback and not exit 0.
+The command modules (and PyTorch) are imported inside `main` on purpose. A KeyboardInterrupt raised while a
+C extension such as numpy is half-initialised cannot be caught safely (re-importing it fails), so while they
+load, Ctrl-C ends the process at once with the same one line and exit code instead of raising.
 """
 from __future__ import annotations
 
+import os
+import signal
 import sys
+
+INTERRUPTED = "interrupted (Ctrl-C)"
+
+
+def _exit_at_once(signum, frame):
+    sys.stderr.write(INTERRUPTED + "\n")
+    sys.stderr.flush()
+    os._exit(130)
+
+
+def _import_commands():
+    """Import every command module with Ctrl-C ending the process at once (unless the caller handles SIGINT)."""
+    ours = signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    if ours:
+        signal.signal(signal.SIGINT, _exit_at_once)
+    try:
+        import unmix.cli.commands  # noqa: F401  registers every command on the app
+        from unmix.cli.app import run_app
+    finally:
+        if ours:
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+    return run_app
 
 
 def main() -> None:
     try:
-        import unmix.cli.commands  # noqa: F401  registers every command on the app
-        from unmix.cli.app import run_app
-
-        code = run_app()
+        code = _import_commands()()
     except KeyboardInterrupt:
-        print("interrupted (Ctrl-C)", file=sys.stderr)
+        print(INTERRUPTED, file=sys.stderr)
         code = 130
     sys.exit(code)

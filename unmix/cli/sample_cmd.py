@@ -12,6 +12,7 @@ import typer
 
 from unmix import checkpoint as ckpt
 from unmix.api import forward_pictures
+from unmix.checkpoint_info import describe
 from unmix.cli.app import app
 from unmix.cli.options import (
     Sampler,
@@ -154,7 +155,7 @@ def info(
     if as_json:
         print(json.dumps(ckpt.open_checkpoint(checkpoint).config, indent=2))
         return
-    lines = ckpt.describe(checkpoint)
+    lines = describe(checkpoint)
     print("\n".join(lines))
     if lines[-1].startswith("health       DAMAGED"):
         raise typer.Exit(2)

@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from unmix.data import Dataset
+from unmix.data.dataset import Dataset
 from unmix.errors import UnmixError
 from unmix.fsutil import atomic_path, cache_dir
 from unmix.text.captions import emoji_captions

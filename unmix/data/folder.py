@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from unmix.data import Dataset
+from unmix.data.dataset import Dataset
 from unmix.data.images import IMAGE_EXTENSIONS, open_image, pil_to_array, resize_crop
 from unmix.errors import UnmixError
 from unmix.text.captions import unique

@@ -121,10 +121,12 @@ def render_batch(x: torch.Tensor, nrow: int | None = None) -> Image.Image:
 
 
 def save_gif(frames: list[Image.Image], path: str | os.PathLike, ms_per_frame: int = 80, hold_last: int = 12) -> None:
-    """An animated GIF that loops, pausing on the last frame."""
-    frames = [f.convert("RGB") for f in frames] + [frames[-1].convert("RGB")] * hold_last
+    """An animated GIF that loops, pausing on the last frame for `hold_last` frames' time. (Pillow merges equal
+    consecutive frames, adding their durations: a sampler's last step can look exactly like its result.)"""
+    frames = [f.convert("RGB") for f in frames]
+    durations = [ms_per_frame] * (len(frames) - 1) + [ms_per_frame * (1 + hold_last)]
     Path(path).parent.mkdir(parents=True, exist_ok=True)
-    frames[0].save(path, save_all=True, append_images=frames[1:], duration=ms_per_frame, loop=0, optimize=False)
+    frames[0].save(path, save_all=True, append_images=frames[1:], duration=durations, loop=0, optimize=False)
 
 
 def fit(img: Image.Image, shape) -> Image.Image:

@@ -9,4 +9,4 @@ from unmix.metrics.distances import frechet_distance, kid, precision_recall
 from unmix.metrics.evaluate import evaluate
 from unmix.metrics.exact import log_density_gap, sliced_w2
 
-__all__ = ["evaluate", "frechet_distance", "kid", "precision_recall", "sliced_w2", "log_density_gap"]
+__all__ = ["evaluate", "frechet_distance", "kid", "log_density_gap", "precision_recall", "sliced_w2"]

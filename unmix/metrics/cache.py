@@ -1,24 +1,22 @@
-"""The user cache folder and crash-safe safetensors files in it.
+"""Where the metrics cache their feature networks and reference statistics, and the key that ties them to data.
 
-Feature networks and reference statistics are derived data: rebuilt when missing, unreadable or stale,
-so a corrupt file costs a rebuild, never a wrong number. Nothing here unpickles.
+These files are derived data: written atomically with unmix.fsutil and read back with
+fsutil.load_safetensors, which treats a missing, corrupt or stale file as absent, so a bad file costs a
+rebuild, never a wrong number.
 """
 from __future__ import annotations
 
 import hashlib
-import os
-import tempfile
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load, save_file, safe_open
+
+from unmix.fsutil import cache_dir
 
 
-def cache_dir() -> Path:
-    """$XDG_CACHE_HOME/unmix, or ~/.cache/unmix."""
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "unmix"
+def metrics_dir() -> Path:
+    """cache_dir() / "metrics"."""
+    return cache_dir() / "metrics"
 
 
 def fingerprint(*tensors: torch.Tensor) -> str:
@@ -27,35 +25,3 @@ def fingerprint(*tensors: torch.Tensor) -> str:
     for t in tensors:
         h.update(t.detach().cpu().contiguous().numpy().tobytes())
     return h.hexdigest()
-
-
-def save_atomic(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> None:
-    """Write to a temporary file in the same folder, then rename over `path` (readers never see half a file)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    os.close(fd)
-    try:
-        save_file({k: v.contiguous() for k, v in tensors.items()}, tmp, metadata=metadata)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-
-
-def load_if_valid(path: Path, expect: dict[str, str]) -> dict[str, torch.Tensor] | None:
-    """The tensors in `path` if it exists, reads cleanly and its metadata matches `expect`; else None."""
-    if not path.is_file():
-        return None
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            meta = f.metadata() or {}
-        if any(meta.get(k) != v for k, v in expect.items()):
-            return None
-        return load(path.read_bytes())  # in memory: a mapped file rewritten later would crash us (SIGBUS)
-    except (SafetensorError, OSError, ValueError):
-        return None
-
-
-def read_metadata(path: Path) -> dict[str, str]:
-    with safe_open(str(path), framework="pt") as f:
-        return dict(f.metadata() or {})

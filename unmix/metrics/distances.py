@@ -95,7 +95,8 @@ def _kth_radii(x: torch.Tensor, k: int, chunk: int) -> torch.Tensor:
 
 def _covered(points: torch.Tensor, centres: torch.Tensor, radii: torch.Tensor, chunk: int) -> torch.Tensor:
     """Share of `points` inside at least one ball (centre, radius)."""
-    inside = [(torch.cdist(points[i:i + chunk], centres) <= radii[None, :]).any(1) for i in range(0, len(points), chunk)]
+    inside = [(torch.cdist(points[i:i + chunk], centres) <= radii[None, :]).any(1)
+              for i in range(0, len(points), chunk)]
     return torch.cat(inside).to(F64).mean()
 
 

@@ -1,9 +1,9 @@
-"""`evaluate`: sample-quality numbers for a set of samples or a checkpoint, against a bundled dataset.
+"""`evaluate`: sample-quality numbers for a set of samples, against a bundled dataset or an image folder.
 
-Images (digits, emoji) are measured in the feature space of the dataset's cached classifier against
-every image of the dataset: Fréchet distance, unbiased KID, precision and recall (k = 3). The 2-D toys
-have exact densities, so they get exact measures instead: sliced W2 against a fresh draw of the same
-size, and the gap in mean exact log-density between that draw and the samples.
+Images (digits, emoji, `folder:PATH`) are measured in the feature space of the dataset's own cached feature
+network (unmix.metrics.features) against every image of the dataset: Fréchet distance, unbiased KID, precision
+and recall (k = 3). The 2-D toys have exact densities, so they get exact measures instead: sliced W2 against a
+fresh draw of the same size, and the gap in mean exact log-density between that draw and the samples.
 """
 from __future__ import annotations
 
@@ -13,11 +13,23 @@ import numpy as np
 import torch
 
 from unmix.errors import UnmixError
-from unmix.metrics.distances import fd_min_samples, frechet_distance_from_stats, kid, mean_cov, precision_recall
+from unmix.metrics.distances import (
+    fd_min_samples,
+    frechet_distance_from_stats,
+    kid,
+    mean_cov,
+    precision_recall,
+)
 from unmix.metrics.exact import log_density_gap, sliced_w2
-from unmix.metrics.features import FEATURE_DATASETS, extract, reference
+from unmix.metrics.features import (
+    BUNDLED,
+    FEATURE_DATASETS,
+    FEATURE_DIM,
+    extract,
+    is_folder,
+    reference,
+)
 from unmix.metrics.toys import TOYS, toy_mixture
-from unmix.samplers import DEFAULT_SAMPLER, get_sampler
 
 K_NEIGHBOURS = 3
 DATASETS = FEATURE_DATASETS + TOYS
@@ -36,7 +48,7 @@ def load_samples(path: str | os.PathLike) -> torch.Tensor:
 
 def as_batch(samples, shape: tuple[int, ...], data: str) -> torch.Tensor:
     """Samples as float64 [N, *shape]; images may come as NHW when they have one channel."""
-    x = torch.as_tensor(samples).to(torch.float64)
+    x = torch.as_tensor(samples).detach().to("cpu", torch.float64)  # the feature networks live on the CPU
     if x.ndim == len(shape) and len(shape) == 3 and shape[0] == 1:
         x = x.unsqueeze(1)
     if x.ndim != len(shape) + 1 or tuple(x.shape[1:]) != tuple(shape):
@@ -52,34 +64,44 @@ def min_samples(data: str) -> int:
     """Fewest samples every metric for `data` accepts."""
     if data in TOYS:
         return 2
-    return max(fd_min_samples(reference(data).features.shape[1]), K_NEIGHBOURS + 1)
+    return max(fd_min_samples(FEATURE_DIM), K_NEIGHBOURS + 1)
 
 
-def _check_data(data: str) -> None:
-    if data not in DATASETS:
+def check_data(data: str) -> None:
+    if data not in BUNDLED and data not in TOYS and not is_folder(data):
         raise UnmixError(f"cannot evaluate against {data!r}; valid: {', '.join(DATASETS)}")
 
 
-def _check_count(n: int, data: str) -> None:
+def check_count(n: int, data: str) -> None:
     need = min_samples(data)
     if n < need:
-        why = "FD needs more samples than feature dimensions" if data in FEATURE_DATASETS else "two per set"
+        why = "two per set" if data in TOYS else "FD needs more samples than feature dimensions"
         raise UnmixError(f"{n} samples are too few to evaluate {data}: need at least {need} ({why}); "
                          f"1000 or more give stable numbers")
+
+
+def _image_side(samples, data: str) -> int:
+    """The side of square image samples (NCHW or NHW): a folder is read at the samples' size."""
+    shape = tuple(torch.as_tensor(samples).shape)
+    if len(shape) not in (3, 4) or shape[-1] != shape[-2] or shape[-1] < 1:
+        raise UnmixError(f"samples of shape {list(shape)} are not square images; {data} expects NCHW "
+                         "(or NHW for one channel) with height equal to width")
+    return shape[-1]
 
 
 def evaluate(samples, data: str = "digits", seed: int = 0) -> dict[str, float]:
     """Sample-quality metrics of `samples` (values in [-1, 1]) against dataset `data`.
 
-    Images: {"fd", "kid", "precision", "recall", "n"}. Values are clamped to [-1, 1] first,
-    as when saving images. 2-D toys: {"sliced_w2", "log_density_gap", "log_density", "n"} in nats.
+    Images: {"fd", "kid", "precision", "recall", "n"}. Values are clamped to [-1, 1] first, as when saving
+    images. A `folder:PATH` dataset is read at the samples' size and gets a feature network of its own, trained
+    on first use and cached. 2-D toys: {"sliced_w2", "log_density_gap", "log_density", "n"} in nats.
     """
-    _check_data(data)
+    check_data(data)
     if data in TOYS:
         return _evaluate_points(samples, data, seed)
-    ref = reference(data)
+    ref = reference(data, _image_side(samples, data) if is_folder(data) else None)
     x = as_batch(samples, ref.image_shape, data)
-    _check_count(len(x), data)
+    check_count(len(x), data)
     if x.min() >= 0 and x.max() > 1.5:
         raise UnmixError(f"sample values span [{x.min():.3g}, {x.max():.3g}]; they look like pixel values, "
                          "scale them to [-1, 1]")
@@ -91,31 +113,12 @@ def evaluate(samples, data: str = "digits", seed: int = 0) -> dict[str, float]:
 
 def _evaluate_points(samples, data: str, seed: int) -> dict[str, float]:
     x = as_batch(samples, (2,), data)
-    _check_count(len(x), data)
+    check_count(len(x), data)
     mixture = toy_mixture(data)
     truth = mixture.sample(len(x), generator=torch.Generator().manual_seed(seed))
     gap = log_density_gap(mixture.log_prob, x, truth)
     return {"sliced_w2": sliced_w2(x, truth), "log_density_gap": gap,
             "log_density": float(mixture.log_prob(x).mean()), "n": len(x)}
-
-
-def evaluate_checkpoint(path: str | os.PathLike, n: int = 1000, sampler: str = DEFAULT_SAMPLER, nfe: int = 32,
-                        seed: int = 0, data: str | None = None, device: str | torch.device = "cpu") -> dict:
-    """Sample n items from a checkpoint (sample i uses seed + i) and evaluate them against its dataset
-    (`data`, if given, must be that dataset). The result also records the dataset, sampler and NFE.
-    """
-    from unmix.api import load
-
-    get_sampler(sampler)
-    model = load(path, device=device)
-    trained_on = str(model.data.get("name"))
-    if data is not None and data != trained_on:
-        raise UnmixError(f"the checkpoint was trained on {trained_on}, not {data}; drop --data or pick another checkpoint")
-    data = trained_on
-    _check_data(data)
-    _check_count(n, data)
-    samples = model.sample(n, seed=seed, sampler=sampler, nfe=nfe)
-    return {**evaluate(samples, data, seed), "data": data, "sampler": sampler, "nfe": nfe}
 
 
 def format_metrics(metrics: dict) -> list[str]:

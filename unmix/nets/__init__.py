@@ -6,10 +6,11 @@ from dataclasses import asdict, fields
 from torch import nn
 
 from unmix.errors import UnmixError
+from unmix.nets.autoencoder import Autoencoder, AutoencoderConfig
 from unmix.nets.mlp import MLP, MLPConfig
 from unmix.nets.unet import UNet, UNetConfig
 
-NETS = {"unet": (UNet, UNetConfig), "mlp": (MLP, MLPConfig)}
+NETS = {"unet": (UNet, UNetConfig), "mlp": (MLP, MLPConfig), "autoencoder": (Autoencoder, AutoencoderConfig)}
 
 
 def build_net(config: dict) -> nn.Module:
@@ -32,4 +33,4 @@ def net_config(net: nn.Module) -> dict:
     return {"kind": kind, **{k: list(v) if isinstance(v, tuple) else v for k, v in asdict(net.config).items()}}
 
 
-__all__ = ["MLP", "MLPConfig", "UNet", "UNetConfig", "build_net", "net_config"]
+__all__ = ["Autoencoder", "AutoencoderConfig", "MLP", "MLPConfig", "UNet", "UNetConfig", "build_net", "net_config"]

@@ -28,6 +28,7 @@ from unmix.text.captions import unique
 from unmix.text.encoder import TextEncoder
 
 VERSION = "1"
+MAIN_CAPTION_WEIGHT = 0.5  # share of draws that give an item its main caption (its name); the others split the rest
 
 
 class CaptionBank:
@@ -69,8 +70,12 @@ class CaptionBank:
         return TextCond(tokens, mask, self.pooled[ids].float())
 
     def pick(self, items: torch.Tensor, generator: torch.Generator | None = None, p_null: float = 0.1) -> torch.Tensor:
-        """String ids [B] for items [B]: one variant each, uniformly, then the null caption with probability p_null
-        (and always for items without captions). Two draws of B uniforms from `generator`, in that order."""
+        """String ids [B] for items [B]: one variant each - the main caption (the first) with probability
+        MAIN_CAPTION_WEIGHT, else one of the others uniformly - then the null caption with probability p_null
+        (and always for items without captions). Two draws of B uniforms from `generator`, in that order.
+
+        Why not uniform: an emoji has about six variants, most of them keywords shared by many emoji ("face"
+        names 135), so uniform draws show the one caption that identifies the item only one time in six."""
         items = torch.as_tensor(items, dtype=torch.long).reshape(-1).cpu()
         u = torch.rand(items.shape[0], generator=generator, dtype=torch.float64)
         drop = torch.rand(items.shape[0], generator=generator, dtype=torch.float64) < p_null
@@ -80,7 +85,9 @@ class CaptionBank:
         """`pick` with its uniforms `u` [B] in [0, 1) and null-caption decisions `drop` [B] already drawn."""
         items, u, drop = items.reshape(-1).long().cpu(), u.reshape(-1).double().cpu(), drop.reshape(-1).cpu()
         count = self._count[items]
-        j = (u * count).long().clamp(max=(count - 1).clamp(min=0))
+        w = MAIN_CAPTION_WEIGHT
+        rest = ((u - w) / (1 - w) * (count - 1)).long() + 1  # u in [w, 1) spreads over variants 1 .. count - 1
+        j = torch.where((u < w) | (count < 2), 0, rest).clamp(max=(count - 1).clamp(min=0))
         ids = self._flat[(self._start[items] + j).clamp(max=len(self._flat) - 1)]
         return torch.where(drop | (count == 0), 0, ids)
 

@@ -1,0 +1,288 @@
+"""Latent diffusion on emoji within a CPU budget: an autoencoder first, then a U-Net on its latents, both inside
+the same minutes; measured like the pixel preset (FD / precision / recall in the emoji feature space, 500
+samples, iPNDM 32 NFE, seeds 0..499).
+
+Both stages run through the library's own training step (unmix.trainer.train_step: AdamW with warm-up, clipping,
+EMA) with the objectives the trainer uses (unmix.latent.AutoencoderObjective, then the EDM denoising loss on the
+scaled latents); this file only decides the recipe and when to stop. The clock is this process's CPU time at one
+thread (`--clock wall` for wall-clock), so that runs on a shared machine are comparable with each other:
+
+    python benchmarks/latent_emoji.py run f4c4 --minutes 30         # both stages, measure, grid, result.json
+    python benchmarks/latent_emoji.py autoencoder ae6 --set ae_minutes=6        # first stage alone, reusable
+    python benchmarks/latent_emoji.py run try1 --minutes 10 --ae ae6 --set latent_lr=1e-3   # its minutes count
+    python benchmarks/latent_emoji.py autoencoder f4c4 --holdout    # on 90%: held-out PSNR and a grid
+    python benchmarks/latent_emoji.py floor                         # FD of real emoji and of 500 of them
+    python benchmarks/latent_emoji.py report                        # table from runs/latent_emoji/*/result.json
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import torch
+from safetensors.torch import load as load_tensors
+
+from unmix.data import Dataset, load_dataset
+from unmix.data.images import make_grid
+from unmix.distributed import Dist
+from unmix.fsutil import save_safetensors
+from unmix.inpaint import holdout_split
+from unmix.latent import AutoencoderObjective, decode_latents, encode_images, latent_scale, reconstruction_metrics
+from unmix.losses import Recipe
+from unmix.metrics.evaluate import evaluate
+from unmix.nets import build_net, net_config
+from unmix.objectives import DiffusionObjective
+from unmix.rng import generators_from_seeds
+from unmix.samplers import sample
+from unmix.train_config import TrainConfig
+from unmix.train_log import StepStats
+from unmix.trainer import TrainState, train_step
+
+ROOT = Path("runs/latent_emoji")
+SAMPLER = "ipndm"  # as the pixel preset's row in the README (iPNDM, 32 NFE)
+BASE = dict(
+    size=32,
+    # first stage: f = 4 (three levels), 4 latent channels
+    ae_minutes=6.0, ae_channels=32, ae_mult=[1, 2, 2], ae_blocks=1, latent_channels=4,
+    ae_batch=32, ae_lr=2e-3, ae_ema_kimg=2.0, edge_weight=1.0, kl_weight=1e-4,
+    # second stage: a U-Net on 8x8 latents (the digits preset's shape, wider)
+    unet_channels=64, unet_mult=[1, 2, 2], unet_blocks=2, unet_attn=[1, 2],
+    latent_batch=64, latent_lr=2e-3, latent_ema_kimg=10.0, p_mean=-0.5, p_std=1.2,
+)
+CANDIDATES = {
+    "f4c4": {},
+}
+
+
+def _now(clock: str) -> float:
+    return time.process_time() if clock == "cpu" else time.monotonic()
+
+
+def _train(net, objective, data: Dataset, cfg: TrainConfig, minutes: float, clock: str, label: str, marks=(),
+           on_mark=None):
+    """Train until `minutes` of the clock have passed; return the TrainState (its .ema is the result). At each
+    of `marks` (minutes) call on_mark(state, minute) with the clock stopped."""
+    state = TrainState.fresh(net, cfg)
+    stats, start, d = StepStats("cpu"), _now(clock), Dist()
+    marks = sorted(m for m in marks if m < minutes)
+    while _now(clock) - start < minutes * 60:
+        train_step(state, net, objective, data, cfg, d, stats)
+        if state.step % 100 == 0:
+            record = stats.reduce(d)
+            print(f"{label} step {state.step} loss {record['loss']:.4f} "
+                  f"({(_now(clock) - start) / 60:.1f} min)", flush=True)
+        if marks and _now(clock) - start >= marks[0] * 60:
+            paused = _now(clock)
+            on_mark(state, marks.pop(0))
+            start += _now(clock) - paused
+    return state
+
+
+def train_autoencoder(s: dict, images: torch.Tensor, clock: str, seed: int = 0):
+    cfg = TrainConfig(batch_size=s["ae_batch"], lr=s["ae_lr"], ema_halflife_kimg=s["ae_ema_kimg"], seed=seed,
+                      warmup_steps=100)
+    ae = build_net(dict(kind="autoencoder", channels=s["ae_channels"], channel_mult=s["ae_mult"],
+                        num_res_blocks=s["ae_blocks"], latent_channels=s["latent_channels"], image_size=s["size"]))
+    objective = AutoencoderObjective.for_net(ae.config, edge_weight=s["edge_weight"], kl_weight=s["kl_weight"])
+    data = Dataset("emoji", ((images + 1) * 127.5).round().to(torch.uint8))
+    state = _train(ae, objective, data, cfg, s["ae_minutes"], clock, "autoencoder")
+    ae = state.ema.eval()
+    ae.config.latent_scale = latent_scale(ae, images)
+    return ae, state
+
+
+def train_latent(s: dict, latents: torch.Tensor, minutes: float, clock: str, seed: int = 0, marks=(), on_mark=None):
+    recipe = Recipe.from_name("edm", sigma_data=1.0, p_mean=s["p_mean"], p_std=s["p_std"])
+    cfg = TrainConfig(batch_size=s["latent_batch"], lr=s["latent_lr"], ema_halflife_kimg=s["latent_ema_kimg"],
+                      seed=seed)
+    net = build_net(dict(kind="unet", in_channels=latents.shape[1], channels=s["unet_channels"],
+                         channel_mult=s["unet_mult"], num_res_blocks=s["unet_blocks"], attn_levels=s["unet_attn"],
+                         noise_scale=recipe.noise_scale))
+    state = _train(net, DiffusionObjective(recipe), Dataset("emoji-latents", latents), cfg, minutes, clock, "latent",
+                   marks, on_mark and (lambda st, m: on_mark(st, m, recipe)))
+    return state.ema.eval(), recipe, state
+
+
+@torch.no_grad()
+def draw(ae, net, recipe: Recipe, n: int, seed: int = 0, nfe: int = 32, sampler: str = SAMPLER) -> torch.Tensor:
+    """n decoded samples, sample i from seed + i (as Model.sample draws them)."""
+    lo, hi = recipe.sigma_range()
+    shape = ae.config.latent_shape()
+    z = torch.cat([sample(recipe.denoiser(net), (len(chunk), *shape), sampler, nfe,
+                          generator=generators_from_seeds(chunk), sigma_min=lo, sigma_max=hi)
+                   for chunk in (list(range(seed + i, seed + min(n, i + 250))) for i in range(0, n, 250))])
+    return decode_latents(ae, z)
+
+
+def _settings(name: str, changes: dict) -> dict:
+    return {**BASE, **CANDIDATES.get(name, {}), **changes}
+
+
+def _emoji(size: int) -> torch.Tensor:
+    ds = load_dataset("emoji", size)
+    return ds.batch(torch.arange(len(ds)))[0]
+
+
+def save_net(net, path: Path, info: dict) -> None:
+    save_safetensors(path, net.state_dict(), {"config": json.dumps(net_config(net)), "info": json.dumps(info)},
+                     make_parents=True)
+
+
+def load_net(path: Path):
+    data = path.read_bytes()  # in memory, never mapped
+    meta = json.loads(bytes(data[8:8 + int.from_bytes(data[:8], "little")]))["__metadata__"]
+    net = build_net(json.loads(meta["config"]))
+    net.load_state_dict(load_tensors(data))
+    return net.eval(), json.loads(meta["info"])
+
+
+def autoencoder(name: str, changes: dict, clock: str, holdout: bool) -> None:
+    """The first stage alone: on every emoji (reusable by `run --ae NAME`), or with --holdout on 90% of them
+    (inpaint.holdout_split) with PSNR on the held-out 10% and a grid of held-out originals (odd rows) over their
+    reconstructions (even rows)."""
+    torch.set_num_threads(1)
+    s = _settings(name, changes)
+    images = _emoji(s["size"])
+    train_idx, held_idx = holdout_split(len(images)) if holdout else (torch.arange(len(images)), None)
+    t0 = _now(clock)
+    ae, state = train_autoencoder(s, images[train_idx], clock)
+    minutes = (_now(clock) - t0) / 60
+    out = ROOT / (f"{name}-holdout" if holdout else name)
+    out.mkdir(parents=True, exist_ok=True)
+    result = {"name": name, "settings": s, "clock": clock, "ae_minutes": minutes, "steps": state.step,
+              "config": asdict(ae.config), "parameters": sum(p.numel() for p in ae.parameters()),
+              "train": reconstruction_metrics(ae, images[train_idx])}
+    shown = images[held_idx] if holdout else images[:64]
+    recon = decode_latents(ae, encode_images(ae, shown))
+    rows = [t for i in range(0, 64, 16) for t in (shown[i:i + 16], recon[i:i + 16])]
+    make_grid(torch.cat(rows), nrow=16, scale=2).save(out / "recon.png")
+    if holdout:
+        result["held_out"] = reconstruction_metrics(ae, images[held_idx])
+    else:
+        result["recon_fd"] = evaluate(decode_latents(ae, encode_images(ae, images)), "emoji", 0)["fd"]
+        save_net(ae, out / "autoencoder.safetensors", {"minutes": minutes, "steps": state.step})
+    (out / "result.json").write_text(json.dumps(result, indent=1))
+    print(json.dumps(result), flush=True)
+
+
+def run(name: str, minutes: float, changes: dict, clock: str, ae_from: str | None, every: float = 0) -> None:
+    """Both stages inside `minutes` (a reused first stage counts with the minutes it took), then measure; with
+    `every`, also measure (clock stopped) each `every` minutes of the latent stage."""
+    torch.set_num_threads(1)
+    s = _settings(name, changes)
+    out = ROOT / name
+    out.mkdir(parents=True, exist_ok=True)
+    images = _emoji(s["size"])
+    t0 = _now(clock)
+    if ae_from:
+        ae, info = load_net(ROOT / ae_from / "autoencoder.safetensors")
+        ae_minutes, ae_steps = info["minutes"], info["steps"]
+    else:
+        ae, ae_state = train_autoencoder(s, images, clock)
+        ae_steps = ae_state.step
+    latents = encode_images(ae, images)
+    if not ae_from:
+        ae_minutes = (_now(clock) - t0) / 60
+        save_net(ae, out / "autoencoder.safetensors", {"minutes": ae_minutes, "steps": ae_steps})
+    t1 = _now(clock)
+    curve = []
+
+    def mark(state, minute, recipe):
+        m = evaluate(draw(ae, state.ema.eval(), recipe, 500), "emoji", 0)
+        curve.append({"latent_minutes": minute, "steps": state.step, **m})
+        print(json.dumps(curve[-1]), flush=True)
+
+    budget = minutes - ae_minutes - (t1 - t0) / 60
+    marks = [every * k for k in range(1, int(budget / every) + 1)] if every else []
+    net, recipe, lat_state = train_latent(s, latents, budget, clock, marks=marks, on_mark=mark)
+    total = ae_minutes + (_now(clock) - t0) / 60
+    save_net(net, out / "latent.safetensors", {"recipe": recipe.to_dict(), "steps": lat_state.step})
+    x = draw(ae, net, recipe, 500)
+    metrics = evaluate(x, "emoji", 0)
+    make_grid(x[:64], nrow=8, scale=2).save(out / "grid.png")
+    result = {"name": name, "settings": s, "ae_from": ae_from, "clock": clock, "minutes": minutes,
+              "ae_minutes": ae_minutes, "total_minutes": total, "ae_steps": ae_steps, "latent_steps": lat_state.step,
+              "ae_parameters": sum(p.numel() for p in ae.parameters()),
+              "unet_parameters": sum(p.numel() for p in net.parameters()),
+              "latent_scale": ae.config.latent_scale, **reconstruction_metrics(ae, images),
+              **metrics, "sampler": SAMPLER, "nfe": 32, "curve": curve}
+    (out / "result.json").write_text(json.dumps(result, indent=1))
+    print(json.dumps(result), flush=True)
+
+
+def measure(name: str, sampler: str, nfe: int) -> None:
+    """Sample a finished run again with another sampler or step count."""
+    torch.set_num_threads(1)
+    out = ROOT / name
+    ae, ae_info = load_net(out / "autoencoder.safetensors") if (out / "autoencoder.safetensors").is_file() else \
+        load_net(ROOT / json.loads((out / "result.json").read_text())["ae_from"] / "autoencoder.safetensors")
+    net, info = load_net(out / "latent.safetensors")
+    x = draw(ae, net, Recipe.from_dict(info["recipe"]), 500, nfe=nfe, sampler=sampler)
+    metrics = {**evaluate(x, "emoji", 0), "sampler": sampler, "nfe": nfe}
+    make_grid(x[:64], nrow=8, scale=2).save(out / f"grid-{sampler}-{nfe}.png")
+    print(json.dumps(metrics), flush=True)
+
+
+def floor() -> None:
+    """How close real emoji come: all 1,381 against themselves, and 500 drawn at random (the sample count)."""
+    torch.set_num_threads(1)
+    ds = load_dataset("emoji")
+    images = ds.batch(torch.arange(len(ds)))[0]
+    pick = torch.randperm(len(images), generator=torch.Generator().manual_seed(0))[:500]
+    print(json.dumps({"all": evaluate(images, "emoji"), "random500": evaluate(images[pick], "emoji")}))
+
+
+def report() -> None:
+    rows = [json.loads(p.read_text()) for p in sorted(ROOT.glob("*/result.json")) if "latent_steps" in p.read_text()]
+    print("| run | minutes (AE) | AE / U-Net params | steps AE / U-Net | recon PSNR | FD | precision | recall |")
+    print("|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        print(f"| {r['name']} | {r['minutes']:g} ({r['ae_minutes']:.1f}) | {r['ae_parameters'] / 1e6:.2f}M / "
+              f"{r['unet_parameters'] / 1e6:.2f}M | {r['ae_steps']} / {r['latent_steps']} | {r['psnr']:.1f} dB | "
+              f"{r['fd']:.1f} | {r['precision']:.2f} | {r['recall']:.2f} |")
+
+
+def _changes(items: list[str]) -> dict:
+    out = {}
+    for item in items:
+        key, _, value = item.partition("=")
+        if key not in BASE:
+            raise SystemExit(f"unknown setting {key}; valid: {', '.join(BASE)}")
+        out[key] = json.loads(value) if not isinstance(BASE[key], list) else [int(v) for v in value.split(",") if v]
+    return out
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="cmd", required=True)
+    for cmd in ("run", "autoencoder"):
+        p = sub.add_parser(cmd)
+        p.add_argument("name")
+        p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE")
+        p.add_argument("--clock", choices=("cpu", "wall"), default="cpu")
+        if cmd == "run":
+            p.add_argument("--minutes", type=float, default=30.0)
+            p.add_argument("--ae", help="reuse the first stage of `autoencoder NAME` (its minutes count)")
+            p.add_argument("--every", type=float, default=0, help="also measure every this many latent minutes")
+        else:
+            p.add_argument("--holdout", action="store_true", help="train on 90%%, report held-out PSNR")
+    m = sub.add_parser("measure")
+    m.add_argument("name")
+    m.add_argument("--sampler", default=SAMPLER)
+    m.add_argument("--nfe", type=int, default=32)
+    sub.add_parser("floor")
+    sub.add_parser("report")
+    args = parser.parse_args()
+    if args.cmd == "run":
+        run(args.name, args.minutes, _changes(args.set), args.clock, args.ae, args.every)
+    elif args.cmd == "autoencoder":
+        autoencoder(args.name, _changes(args.set), args.clock, args.holdout)
+    elif args.cmd == "measure":
+        measure(args.name, args.sampler, args.nfe)
+    elif args.cmd == "floor":
+        floor()
+    else:
+        report()

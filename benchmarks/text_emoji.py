@@ -1,0 +1,172 @@
+"""Emoji text-to-image (issue 12): prompt adherence, the guidance sweep, the README grid and sampling speed.
+
+    python benchmarks/text_emoji.py sweep RUN                  # guidance 1/2/3/5 on docs/text_sweep_prompts.txt
+    python benchmarks/text_emoji.py eval RUN --guidance W      # docs/text_eval_prompts.txt at W, 1 and prompt-free
+    python benchmarks/text_emoji.py grid RUN --guidance W      # docs/text_grid.png from docs/text_grid_prompts.txt
+    python benchmarks/text_emoji.py speed RUN --guidance W     # 64 prompted samples, the encoder's share
+
+Prompt files are fixed (see docs/text.md): the eval and sweep prompts are disjoint sets of training emoji's short
+names drawn with a seeded permutation before any sample was seen. Sample i of every prompt uses seed i, so rows
+differ only by their prompt. Results are merged into docs/text_results.json (one key per stage and setting).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import torch
+from PIL import Image, ImageDraw
+
+import unmix
+from unmix.data.images import to_pil
+from unmix.fsutil import write_text
+from unmix.metrics.identity import emoji_identity, gaussian_blur
+from unmix.metrics.prompts import format_adherence, normalize, prompt_adherence
+
+DOCS = Path(__file__).resolve().parent.parent / "docs"
+RESULTS = DOCS / "text_results.json"
+
+
+def read_lines(path: Path) -> list[str]:
+    return [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def record(key: str, value: dict) -> None:
+    results = json.loads(RESULTS.read_text()) if RESULTS.is_file() else {}
+    results[key] = value
+    write_text(RESULTS, json.dumps(results, indent=1, sort_keys=True) + "\n")
+
+
+def draw(model, prompts: list[str], k: int, guidance: float | None, nfe: int, sampler: str | None,
+         prompt_free: bool = False) -> tuple[torch.Tensor, list[str], float]:
+    """k samples per prompt (seeds 0..k-1 for every prompt), the prompt of each, and the seconds it took."""
+    each = [p for p in prompts for _ in range(k)]
+    seeds = [i for _ in prompts for i in range(k)]
+    t = time.perf_counter()
+    if prompt_free:  # the null caption: what the model draws when told nothing (the same k images for all prompts)
+        x = model.sample(k, seeds=list(range(k)), nfe=nfe, sampler=sampler)
+        x = x.repeat(len(prompts), 1, 1, 1)
+    else:
+        x = model.sample(len(each), seeds=seeds, nfe=nfe, sampler=sampler, prompts=each, guidance=guidance)
+    return x, each, time.perf_counter() - t
+
+
+def pixel_neighbours(x: torch.Tensor, prompts: list[str]) -> dict:
+    """A cross-check that learns nothing: is the named emoji among the 1 / 5 nearest training emoji in blurred
+    pixels (Gaussian sigma 1, L2)? Only for prompts that are short names."""
+    index = emoji_identity().index
+    names = {normalize(n): k for k, n in enumerate(index.names)}
+    rows = [i for i, p in enumerate(prompts) if normalize(p) in names]
+    if not rows:
+        return {}
+    a = gaussian_blur(x[rows].float(), torch.ones(len(rows))).flatten(1)
+    b = gaussian_blur(index.images, torch.ones(len(index))).flatten(1)
+    near = torch.cdist(a, b).topk(5, dim=1, largest=False).indices
+    want = torch.as_tensor([names[normalize(prompts[i])] for i in rows])
+    return {"nn_top1": float((near[:, 0] == want).float().mean()),
+            "nn_top5": float((near == want[:, None]).any(1).float().mean())}
+
+
+def score(name: str, x: torch.Tensor, prompts: list[str], seconds: float, extra: dict) -> dict:
+    m = prompt_adherence(x, prompts)
+    m.update(pixel_neighbours(x, prompts))
+    m.update(extra, seconds=round(seconds, 1))
+    nn = f"; pixel-NN top-1 {m['nn_top1']:.1%}, top-5 {m['nn_top5']:.1%}" if "nn_top1" in m else ""
+    print(f"{name}: " + "; ".join(format_adherence(m)) + nn + f" [{seconds:.0f} s]", flush=True)
+    return m
+
+
+def stage_sweep(model, args) -> None:
+    prompts = read_lines(DOCS / "text_sweep_prompts.txt")
+    for w in args.weights:
+        x, each, s = draw(model, prompts, args.k, w, args.nfe, args.sampler)
+        record(f"sweep/w{w:g}/nfe{args.nfe}", score(f"sweep w={w:g}", x, each, s, {"guidance": w, "k": args.k}))
+
+
+def stage_eval(model, args) -> None:
+    prompts = read_lines(DOCS / "text_eval_prompts.txt")
+    settings = [("guided", args.guidance, False), ("guidance1", 1.0, False), ("prompt_free", None, True)]
+    for label, w, free in settings:
+        x, each, s = draw(model, prompts, args.k, w, args.nfe, args.sampler, prompt_free=free)
+        record(f"eval/{label}/nfe{args.nfe}", score(f"eval {label} (w={w})", x, each, s,
+                                                   {"guidance": w, "k": args.k, "prompts": len(prompts)}))
+
+
+def labelled_grid(x: torch.Tensor, prompts: list[str], k: int, scale: int = 3, label_width: int = 120) -> Image.Image:
+    """One row per prompt: its text on the left, then its k samples."""
+    side, pad = x.shape[-1] * scale, 2
+    img = Image.new("RGB", (label_width + k * (side + pad) + pad, len(prompts) * (side + pad) + pad), "white")
+    pen = ImageDraw.Draw(img)
+    for r, p in enumerate(prompts):
+        y = pad + r * (side + pad)
+        pen.text((4, y + side // 2), p, fill=(0, 0, 0), anchor="lm")
+        for c in range(k):
+            img.paste(to_pil(x[r * k + c], scale), (label_width + pad + c * (side + pad), y))
+    return img
+
+
+def stage_grid(model, args) -> None:
+    prompts = read_lines(DOCS / "text_grid_prompts.txt")
+    x, each, s = draw(model, prompts, 4, args.guidance, args.nfe, args.sampler)
+    labelled_grid(x, prompts, 4).save(DOCS / "text_grid.png")
+    per_prompt = {}
+    for i, p in enumerate(prompts):
+        m = prompt_adherence(x[4 * i: 4 * i + 4], each[4 * i: 4 * i + 4])
+        probs = emoji_identity().probs(x[4 * i: 4 * i + 4])
+        names = emoji_identity().index.names
+        per_prompt[p] = {k: v for k, v in m.items() if v is not None and k not in ("n",)}
+        per_prompt[p]["classified_as"] = [names[j] for j in probs.argmax(1).tolist()]
+    record(f"grid/w{args.guidance:g}/nfe{args.nfe}", {"guidance": args.guidance, "seconds": round(s, 1),
+                                                      "per_prompt": per_prompt})
+    for p, m in per_prompt.items():
+        print(f"{p:>16s}: {m['classified_as']}")
+
+
+def stage_speed(model, args) -> None:
+    """64 prompted samples (16 grid prompts x 4) with the recommended settings; the text encoder's time (loading
+    once, then encoding the prompts and the null caption) next to the whole call's, in one process."""
+    prompts = read_lines(DOCS / "text_grid_prompts.txt")[:16]
+    each = [p for p in prompts for _ in range(4)]
+    t = time.perf_counter()
+    encoder = model.text_encoder()
+    load_s = time.perf_counter() - t
+    t = time.perf_counter()
+    for _ in range(args.repeats):
+        model.encode_prompts(each, len(each))
+        encoder.encode([""])
+    encode_s = (time.perf_counter() - t) / args.repeats
+    t = time.perf_counter()
+    model.sample(64, seeds=[i for _ in prompts for i in range(4)], prompts=each, guidance=args.guidance,
+                 nfe=args.nfe, sampler=args.sampler)
+    total_s = time.perf_counter() - t
+    m = {"n": 64, "guidance": args.guidance, "nfe": args.nfe, "sampler": args.sampler or model.sampling.get(
+        "sampler", "default"), "threads": torch.get_num_threads(), "encoder_load_s": round(load_s, 2),
+         "encode_s": round(encode_s, 3), "sample_s": round(total_s, 1), "encoder_share": round(encode_s / total_s, 4)}
+    record(f"speed/w{args.guidance:g}/nfe{args.nfe}", m)
+    print(json.dumps(m))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("stage", choices=["sweep", "eval", "grid", "speed"])
+    ap.add_argument("run")
+    ap.add_argument("--guidance", type=float, default=None, help="default: unmix.guidance.DEFAULT_TEXT_GUIDANCE")
+    ap.add_argument("--weights", type=float, nargs="+", default=[1, 2, 3, 5])
+    ap.add_argument("--k", type=int, default=2, help="samples per prompt (sweep, eval)")
+    ap.add_argument("--nfe", type=int, default=32)
+    ap.add_argument("--sampler", default=None)
+    ap.add_argument("--repeats", type=int, default=5)
+    args = ap.parse_args()
+    torch.set_num_threads(1)
+    if args.guidance is None:
+        from unmix.guidance import DEFAULT_TEXT_GUIDANCE
+
+        args.guidance = DEFAULT_TEXT_GUIDANCE
+    model = unmix.load(args.run)
+    {"sweep": stage_sweep, "eval": stage_eval, "grid": stage_grid, "speed": stage_speed}[args.stage](model, args)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,73 @@
+"""What a checkpoint holds and whether it still works: `unmix info`'s report, built on the model layer.
+
+It sits above unmix.model (it loads the checkpoint and runs one denoiser call), so unmix.checkpoint stays a
+module about files alone.
+"""
+from __future__ import annotations
+
+import json
+import os
+
+import torch
+
+from unmix.checkpoint import Checkpoint, list_checkpoints, open_checkpoint, verify_weights
+from unmix.errors import UnmixError
+from unmix.model import load
+
+
+def verify(c: Checkpoint) -> list[str]:
+    """Problems that would stop the checkpoint from sampling: unreadable weight files, or a config.json whose
+    network cannot be rebuilt, take the stored weights, or denoise one item (checked by doing exactly that)."""
+    problems = verify_weights(c)
+    if problems:
+        return problems
+    try:
+        model = load(c.path)
+        x = torch.zeros(1, *model.shape)
+        with torch.no_grad():
+            model.denoiser(x, torch.ones(1))
+    except UnmixError as e:
+        return [str(e)]
+    except (TypeError, ValueError, KeyError, IndexError, RuntimeError) as e:  # a health check names any failure
+        return [f"{c.path}/config.json does not give a working network ({type(e).__name__}: {e})"]
+    return []
+
+
+def describe(path: str | os.PathLike) -> list[str]:
+    """What a checkpoint holds, as lines for `unmix info`: network, recipe, data, training progress, health."""
+    c = open_checkpoint(path)
+    cfg = c.config
+    data, recipe, tr = cfg.get("data") or {}, cfg["recipe"], cfg.get("train") or {}
+    lines = [
+        f"checkpoint   {c.path}",
+        f"step         {c.step} ({cfg.get('images_seen', 0) / 1000:.1f}k images)",
+        f"network      {cfg['net'].get('kind')}, "
+        + ", ".join(f"{k}={v}" for k, v in cfg["net"].items() if k != "kind"),
+        f"recipe       {recipe.get('name')} ({recipe.get('parameterization')}"
+        + (f", {recipe['schedule']} schedule" if recipe.get("schedule") else f", sigma_data {recipe.get('sigma_data')}")
+        + (f", min-SNR {recipe['min_snr_gamma']}" if recipe.get("min_snr_gamma") else "") + ")",
+        f"data         {data.get('name')} ({data.get('size')} items of shape {data.get('shape')})",
+    ]
+    if cfg["net"].get("num_classes"):
+        lines.append(f"classes      {', '.join(map(str, data.get('class_names', [])))} (conditional, label dropout "
+                     f"{tr.get('label_dropout')})")
+    if tr:
+        lines.append(f"training     batch {tr.get('batch_size')}, lr {tr.get('lr')}, EMA half-life "
+                     f"{tr.get('ema_halflife_kimg')}k images, seed {tr.get('seed')}")
+    lines.append(f"files        {', '.join(sorted(p.name for p in c.path.iterdir()))}")
+    others = list_checkpoints(c.path.parent)
+    if len(others) > 1:
+        lines.append(f"in run       {', '.join(p.name for p in others)}")
+    stats = c.path.parent / "stats.jsonl"
+    last = [line for line in stats.read_text().splitlines() if line.strip()] if stats.is_file() else []
+    if last:
+        try:
+            rec = json.loads(last[-1])
+            lines.append(f"last log     step {rec.get('step')}, loss {rec.get('loss', float('nan')):.4f}, "
+                         f"{rec.get('seconds', 0) / 60:.1f} min")
+        except (ValueError, TypeError):
+            lines.append("last log     unreadable (stats.jsonl's last line is damaged)")
+    problems = verify(c)
+    lines.append("health       " + ("weights readable, network runs" if not problems
+                                    else "DAMAGED: " + "; ".join(problems)))
+    return lines
