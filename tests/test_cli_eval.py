@@ -108,7 +108,12 @@ def test_bad_inputs_give_one_line_and_exit_2(digits_ckpt, ring_ckpt, tmp_path, c
     pickled.write_bytes(pickle.dumps({"weights": [1, 2, 3]}))
     empty = tmp_path / "empty"
     empty.mkdir()
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("red apple\n")
     cases = [
+        (("eval", digits_ckpt, "--prompts", prompts), "text models trained on emoji"),
+        (("eval", digits_ckpt, "--prompts", tmp_path / "none.txt"), "cannot read prompts file"),
+        (("eval", "--samples", few, "--prompts", prompts), "need a CHECKPOINT_DIR"),
         (("eval", "--samples", wrong_shape), "do not match digits"),
         (("eval", "--samples", few), "too few"),
         (("eval", "--samples", tmp_path / "missing.npy"), "missing.npy"),

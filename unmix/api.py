@@ -23,6 +23,7 @@ from unmix.errors import UnmixError
 from unmix.likelihood import METHODS, data_levels, ode_bits_per_dim, toy_nll, vlb_bits_per_dim
 from unmix.metrics.evaluate import check_count, check_data
 from unmix.metrics.evaluate import evaluate as evaluate_samples
+from unmix.metrics.prompts import prompt_adherence
 from unmix.metrics.toys import TOYS
 from unmix.model import Model, load
 from unmix.samplers import DEFAULT_SAMPLER, get_sampler
@@ -73,17 +74,33 @@ def edit(model, image, strength: float, n: int = 8, **options) -> torch.Tensor:
 
 
 def evaluate(model, n: int = 1000, sampler: str = DEFAULT_SAMPLER, nfe: int = 32, seed: int = 0,
-             data: str | None = None, device=None, callback=None) -> dict:
-    """Sample n items from a model (sample i uses seed + i) and measure them against its training data."""
+             data: str | None = None, device=None, callback=None, prompts: list[str] | None = None,
+             guidance: float | None = None) -> dict:
+    """Sample n items from a model (sample i uses seed + i) and measure them against its training data.
+
+    With `prompts` (a text model trained on emoji), n samples are drawn for each prompt and prompt adherence
+    (unmix.metrics.prompts: identity top-1/top-5 and group accuracy, keyword hits, retrieval) is reported
+    beside FD, KID, precision and recall of all of them."""
     get_sampler(sampler)
     model = _model(model, device)
     trained_on = str(model.data.get("name"))
     if data is not None and data != trained_on:
         raise UnmixError(f"the model was trained on {trained_on}, not {data}; drop data= or pick another model")
     check_data(trained_on)
-    check_count(n, trained_on)
-    samples = model.sample(n, seed=seed, sampler=sampler, nfe=nfe, callback=callback)
-    return {**evaluate_samples(samples, trained_on, seed), "data": trained_on, "sampler": sampler, "nfe": nfe}
+    if prompts is None:
+        check_count(n, trained_on)
+        samples = model.sample(n, seed=seed, sampler=sampler, nfe=nfe, callback=callback, guidance=guidance)
+        return {**evaluate_samples(samples, trained_on, seed), "data": trained_on, "sampler": sampler, "nfe": nfe}
+    if trained_on != "emoji" or not model.is_text:
+        raise UnmixError(f"prompt adherence is measured for text models trained on emoji; {model.checkpoint} is "
+                         f"{'a text' if model.is_text else 'not a text'} model of {trained_on}")
+    per_sample = [p for p in prompts for _ in range(n)]
+    check_count(len(per_sample), trained_on)
+    samples = model.sample(len(per_sample), seeds=[seed + i for _ in prompts for i in range(n)], sampler=sampler,
+                           nfe=nfe, callback=callback, prompts=per_sample, guidance=guidance)
+    adherence = {f"prompt_{k}": v for k, v in prompt_adherence(samples, per_sample).items()}
+    return {**evaluate_samples(samples, trained_on, seed), **adherence, "data": trained_on, "sampler": sampler,
+            "nfe": nfe, "guidance": guidance}
 
 
 def nll(model, method: str = "auto", n: int = 256, *, steps: int = 64, trace: str = "auto", variance: str = "small",

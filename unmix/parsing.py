@@ -1,5 +1,9 @@
-"""The one parser for comma-separated lists the command line and the API accept ("1,2,2", "3,7,42")."""
+"""The one parser for the lists the command line and the API accept: comma-separated ("1,2,2", "3,7,42") and
+prompt files (one prompt per line)."""
 from __future__ import annotations
+
+import os
+from pathlib import Path
 
 from unmix.errors import UnmixError
 
@@ -17,3 +21,15 @@ def int_list(text: str | None, name: str) -> list[int] | None:
 def str_list(text: str | None) -> list[str] | None:
     """'a, b' -> ['a', 'b'] (one item stays a list of one); None stays None."""
     return None if text is None else [p.strip() for p in str(text).split(",")]
+
+
+def read_prompts(path: str | os.PathLike) -> list[str]:
+    """The non-empty lines of a prompts file (UTF-8)."""
+    try:
+        lines = [line.strip() for line in Path(path).read_text(encoding="utf-8").splitlines()]
+    except (OSError, UnicodeDecodeError) as e:
+        raise UnmixError(f"cannot read prompts file {path}: {e}") from None
+    lines = [line for line in lines if line]
+    if not lines:
+        raise UnmixError(f"prompts file {path} has no prompts (one per line)")
+    return lines

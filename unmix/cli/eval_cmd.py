@@ -23,6 +23,7 @@ from unmix.errors import UnmixError
 from unmix.likelihood import METHODS, TRACES, VARIANCES
 from unmix.metrics.evaluate import evaluate, format_metrics, load_samples
 from unmix.outputs import check_file_path
+from unmix.parsing import read_prompts
 from unmix.samplers import DEFAULT_SAMPLER
 
 Method = choices("NllMethod", METHODS)
@@ -43,7 +44,13 @@ def eval_command(
     samples: str = typer.Option(None, help="Measure these samples instead: a .npy, NCHW or NHW, values in [-1, 1]."),
     data: str = typer.Option(None, help="Dataset to measure against (digits, emoji, swissroll, ring, moons, "
                                         "folder:PATH); default: the checkpoint's, or digits for --samples."),
-    n: int = typer.Option(1000, min=1, max=1_000_000, help="Samples to draw from the checkpoint."),
+    n: int = typer.Option(None, min=1, max=1_000_000, help="Samples to draw from the checkpoint (default 1000), or "
+                                                          "per prompt with --prompts (default 10)."),
+    prompts_file: Path = typer.Option(None, "--prompts", help="Text models of emoji: a file of prompts, one per "
+                                                              "line; adds prompt adherence (identity top-1/top-5, "
+                                                              "group accuracy, keyword hits, retrieval)."),
+    guidance: float = typer.Option(None, min=0.0, max=100.0, help="Classifier-free guidance scale for the samples "
+                                                                  "(default: the model's)."),
     sampler: Sampler = typer.Option(DEFAULT_SAMPLER, help="Sampler for the checkpoint."),
     nfe: int = nfe_option(32),
     seed: int = seed_option("Sample i uses seed + i; also seeds the toys' reference draw."),
@@ -56,11 +63,16 @@ def eval_command(
     if (checkpoint is None) == (samples is None):
         raise UnmixError("give either a CHECKPOINT_DIR or --samples FILE.npy (with --data), not both or neither")
     if samples is not None:
+        if prompts_file is not None or guidance is not None:
+            raise UnmixError("--prompts and --guidance need a CHECKPOINT_DIR to sample, not --samples")
         result = {**evaluate(load_samples(samples), data or "digits", seed), "data": data or "digits"}
     else:
-        with LazyBar("eval: sample", math.ceil(n / 256) * nfe) as bar:
+        prompts = read_prompts(prompts_file) if prompts_file is not None else None
+        n = n or (10 if prompts else 1000)
+        total = n * len(prompts) if prompts else n
+        with LazyBar("eval: sample", math.ceil(total / 256) * nfe) as bar:
             result = api.evaluate(checkpoint, n=n, sampler=value(sampler), nfe=nfe, seed=seed, data=data,
-                                  device=pick_device(device), callback=bar)
+                                  device=pick_device(device), callback=bar, prompts=prompts, guidance=guidance)
     _report(result, out)
 
 

@@ -37,7 +37,7 @@ from unmix.outputs import (
     save_npy,
     write_samples,
 )
-from unmix.parsing import int_list, str_list
+from unmix.parsing import int_list, read_prompts, str_list
 from unmix.samplers import DEFAULT_SAMPLER, SAMPLERS
 from unmix.show import ReverseRecorder
 
@@ -115,18 +115,6 @@ def sample(
         recorder.save_gif(gif_path, x, nrow)
         written.append(str(gif_path))
     print(f"{n} samples from {model.checkpoint} ({sampler}, {nfe} NFE): " + ", ".join(written), file=sys.stderr)
-
-
-def read_prompts(path: Path) -> list[str]:
-    """The non-empty lines of a prompts file (UTF-8)."""
-    try:
-        lines = [line.strip() for line in Path(path).read_text(encoding="utf-8").splitlines()]
-    except (OSError, UnicodeDecodeError) as e:
-        raise UnmixError(f"cannot read prompts file {path}: {e}") from None
-    lines = [line for line in lines if line]
-    if not lines:
-        raise UnmixError(f"prompts file {path} has no prompts (one per line)")
-    return lines
 
 
 @app.command()
