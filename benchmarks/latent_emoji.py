@@ -13,6 +13,13 @@ thread (`--clock wall` for wall-clock), so that runs on a shared machine are com
     python benchmarks/latent_emoji.py autoencoder f4c4 --holdout    # on 90%: held-out PSNR and a grid
     python benchmarks/latent_emoji.py floor                         # FD of real emoji and of 500 of them
     python benchmarks/latent_emoji.py report                        # table from runs/latent_emoji/*/result.json
+    python benchmarks/latent_emoji.py export lat-b runs/emoji_latent   # a run as a Model folder for `unmix sample`
+
+The command line trains the same two stages into ordinary run folders (the trainer's presets "latent" and
+unmix.latent.AUTOENCODER_* are this file's ae6 / lat-b settings; the clock there is wall time):
+
+    unmix train-autoencoder --data emoji --out runs/emoji_ae --minutes 6
+    unmix train --data emoji --latent runs/emoji_ae --out runs/emoji_latent --minutes 14
 """
 from __future__ import annotations
 
@@ -33,6 +40,7 @@ from unmix.inpaint import holdout_split
 from unmix.latent import AutoencoderObjective, decode_latents, encode_images, latent_scale, reconstruction_metrics
 from unmix.losses import Recipe
 from unmix.metrics.evaluate import evaluate
+from unmix.model import Model
 from unmix.nets import build_net, net_config
 from unmix.objectives import DiffusionObjective
 from unmix.rng import generators_from_seeds
@@ -226,6 +234,19 @@ def measure(name: str, sampler: str, nfe: int) -> None:
     print(json.dumps(metrics), flush=True)
 
 
+def export(name: str, out: str) -> None:
+    """A finished run as an unmix Model folder (the U-Net, its recipe, a copy of the autoencoder): `unmix sample`,
+    `eval`, `inpaint`, `edit` and `serve` read it like any trained run."""
+    run_dir = ROOT / name
+    ae_file = run_dir / "autoencoder.safetensors"
+    if not ae_file.is_file():
+        ae_file = ROOT / json.loads((run_dir / "result.json").read_text())["ae_from"] / "autoencoder.safetensors"
+    ae, _ = load_net(ae_file)
+    net, info = load_net(run_dir / "latent.safetensors")
+    data = load_dataset("emoji", ae.config.image_size).describe()
+    print(Model(net, Recipe.from_dict(info["recipe"]), data, autoencoder=ae).save(out))
+
+
 def floor() -> None:
     """How close real emoji come: all 1,381 against themselves, and 500 drawn at random (the sample count)."""
     torch.set_num_threads(1)
@@ -273,6 +294,9 @@ if __name__ == "__main__":
     m.add_argument("name")
     m.add_argument("--sampler", default=SAMPLER)
     m.add_argument("--nfe", type=int, default=32)
+    e = sub.add_parser("export")
+    e.add_argument("name")
+    e.add_argument("out")
     sub.add_parser("floor")
     sub.add_parser("report")
     args = parser.parse_args()
@@ -282,6 +306,8 @@ if __name__ == "__main__":
         autoencoder(args.name, _changes(args.set), args.clock, args.holdout)
     elif args.cmd == "measure":
         measure(args.name, args.sampler, args.nfe)
+    elif args.cmd == "export":
+        export(args.name, args.out)
     elif args.cmd == "floor":
         floor()
     else:

@@ -6,9 +6,13 @@ tiny randomly initialised UNet2DModel saved with save_pretrained into a temporar
 import json
 import sys
 
+import numpy as np
 import pytest
 import torch
 
+import unmix
+import unmix.cli.commands  # noqa: F401  (registers the commands)
+from unmix.cli.app import run_app
 from unmix.diffusers_folder import is_diffusers_folder, parse_schedule, read_diffusers_folder
 from unmix.errors import UnmixError
 from unmix.guidance import ClassifierFreeGuidance
@@ -148,7 +152,7 @@ def test_recognises_folders(tmp_path, unet):
     assert is_diffusers_folder(tmp_path / "pipe") and is_diffusers_folder(tmp_path / "bare")
     assert not is_diffusers_folder(tmp_path / "other") and not is_diffusers_folder(tmp_path / "missing")
     assert not is_diffusers_folder(tmp_path / "pipe" / "model_index.json")
-    with pytest.raises(UnmixError, match="schedule="):
+    with pytest.raises(UnmixError, match="schedule dict"):
         read_diffusers_folder(tmp_path / "bare")
     with pytest.raises(UnmixError, match="unknown schedule settings"):
         read_diffusers_folder(tmp_path / "bare", schedule={"beta_shedule": "linear"})
@@ -219,3 +223,100 @@ def test_learned_variance_unet_uses_the_mean_half(tmp_path):
     x, t = torch.randn(SHAPE, generator=torch.Generator().manual_seed(0)), torch.tensor([5.0, 50.0, 500.0])
     with torch.no_grad():
         assert torch.equal(net(x, t), unet(x, t).sample[:, :1])
+
+
+# -- through unmix.load and the CLI ---------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def pipe(tmp_path_factory, unet):
+    folder = tmp_path_factory.mktemp("diffusers") / "pipe"
+    diffusers.DDIMPipeline(unet=unet, scheduler=diffusers.DDIMScheduler(clip_sample=False)).save_pretrained(folder)
+    return folder
+
+
+def test_unmix_load_reproduces_ddim_pipeline(pipe, unet):
+    """Model.sample on the pipeline's own timesteps and start noise gives DDIMPipeline's images (eta 0)."""
+    model = unmix.load(pipe)
+    assert model.shape == (1, 8, 8) and model.num_classes == 0 and model.checkpoint == pipe
+    sigmas = model.recipe.pipeline_sigmas(10)
+    x_vp = torch.randn(SHAPE, generator=torch.Generator().manual_seed(4))
+    x = model.sample(3, sampler="ddim", sigmas=sigmas, x_init=x_vp * float((1 + sigmas[0] ** 2).sqrt()))
+    scheduler = diffusers.DDIMScheduler(clip_sample=False)
+    scheduler.set_timesteps(10)
+    ref = x_vp.clone()
+    with torch.no_grad():
+        for t in scheduler.timesteps:
+            ref = scheduler.step(unet(ref, t).sample, t, ref, eta=0.0).prev_sample
+    torch.testing.assert_close(x, ref.clamp(-1, 1), atol=1e-4, rtol=0)
+
+
+def test_bare_unet_takes_its_schedule_from_beside_it_or_from_schedule(tmp_path, pipe, unet):
+    unet.save_pretrained(tmp_path / "bare")
+    with pytest.raises(UnmixError, match="scheduler_config.json beside config.json"):
+        unmix.load(tmp_path / "bare")
+    want = unmix.load(pipe).sample(2, seed=1, sampler="ddim", nfe=5)
+    assert torch.equal(unmix.load(tmp_path / "bare", schedule={}).sample(2, seed=1, sampler="ddim", nfe=5), want)
+    diffusers.DDIMScheduler(clip_sample=False).save_pretrained(tmp_path / "bare")  # scheduler_config.json beside it
+    assert torch.equal(unmix.load(tmp_path / "bare").sample(2, seed=1, sampler="ddim", nfe=5), want)
+    v = unmix.load(tmp_path / "bare", schedule={"prediction_type": "v_prediction"})
+    assert v.recipe.parameterization == "v" and not torch.equal(v.sample(2, seed=1, sampler="ddim", nfe=5), want)
+
+
+def test_cli_samples_inpaints_and_edits_a_diffusers_folder(pipe, tmp_path, capsys):
+    from PIL import Image
+
+    model = unmix.load(pipe)
+    assert run_app(["sample", str(pipe), "--sampler", "ddim", "--nfe", "6", "--n", "3", "--seed", "2",
+                    "--save-npy", str(tmp_path / "x.npy"), "--out", str(tmp_path / "samples")]) == 0
+    np.testing.assert_allclose(np.load(tmp_path / "x.npy"), model.sample(3, seed=2, sampler="ddim", nfe=6).numpy(),
+                               atol=1e-6)
+    image = np.tile(np.linspace(0, 255, 8, dtype=np.uint8), (8, 1))
+    Image.fromarray(image, "L").save(tmp_path / "im.png")
+    mask = np.zeros((8, 8), np.uint8)
+    mask[:, 4:] = 255  # fill in the right half
+    Image.fromarray(mask, "L").save(tmp_path / "mask.png")
+    assert run_app(["inpaint", str(pipe), str(tmp_path / "im.png"), "--mask", str(tmp_path / "mask.png"), "--n", "2",
+                    "--nfe", "6", "--out", str(tmp_path / "inp"), "--save-npy", str(tmp_path / "inp.npy")]) == 0
+    filled = np.load(tmp_path / "inp.npy")
+    known = image[None, None, :, :4] / 127.5 - 1
+    assert filled.shape == (2, 1, 8, 8) and np.abs(filled[..., :4] - known).max() < 0.05  # kept half kept
+    assert run_app(["edit", str(pipe), str(tmp_path / "im.png"), "--strength", "0.3", "--n", "2", "--nfe", "6",
+                    "--out", str(tmp_path / "ed"), "--save-npy", str(tmp_path / "ed.npy")]) == 0
+    assert np.load(tmp_path / "ed.npy").shape == (2, 1, 8, 8)
+    assert run_app(["info", str(pipe)]) == 0
+    out = capsys.readouterr().out
+    assert "diffusers DDIMPipeline folder" in out and "eps prediction, 1000 steps of linear betas" in out
+    assert "health       weights readable, network runs" in out
+
+
+def test_cli_refuses_a_pickle_only_folder_in_one_line(tmp_path, unet, capsys):
+    unet.save_pretrained(tmp_path / "bin", safe_serialization=False)
+    diffusers.DDPMPipeline(unet=unet, scheduler=diffusers.DDPMScheduler()).save_pretrained(
+        tmp_path / "pipe", safe_serialization=False)
+    assert not list(tmp_path.glob("**/*.safetensors"))
+    for argv in (["sample", str(tmp_path / "bin"), "--n", "1", "--nfe", "2"], ["info", str(tmp_path / "bin")],
+                 ["sample", str(tmp_path / "pipe"), "--n", "1", "--nfe", "2"]):
+        capsys.readouterr()
+        assert run_app(argv) == 2
+        err = capsys.readouterr().err.strip()
+        assert "never unpickles" in err and "\n" not in err
+
+
+def test_cli_names_the_missing_schedule_of_a_bare_unet(tmp_path, unet, capsys):
+    unet.save_pretrained(tmp_path / "bare")
+    assert run_app(["sample", str(tmp_path / "bare"), "--n", "1", "--nfe", "2"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "scheduler_config.json beside config.json" in err and "--schedule" not in err and "\n" not in err
+
+
+def test_eval_and_nll_measure_a_diffusers_folder_against_the_named_data(pipe, capsys):
+    """A diffusers folder does not know its training data: eval and nll need --data, and refuse data of
+    another shape; with it, the likelihood of digits on the VLB is finite and the uniform baseline is reported."""
+    with pytest.raises(UnmixError, match="diffusers folder.*data="):
+        unmix.nll(pipe, "vlb", n=4)
+    with pytest.raises(UnmixError, match=r"emoji gives items of shape \[3, 32, 32\], the model makes \[1, 8, 8\]"):
+        unmix.evaluate(pipe, n=200, data="emoji")
+    out = unmix.nll(pipe, "vlb", n=4, data="digits")
+    assert out["data"] == "digits" and out["levels"] == 17 and np.isfinite(out["bits_per_dim"])
+    assert out["bits_per_dim"] > 0
+    assert run_app(["eval", str(pipe)]) == 2
+    assert "--data" in capsys.readouterr().err

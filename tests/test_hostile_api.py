@@ -20,6 +20,8 @@ import unmix
 from unmix import api, samplers
 from unmix.analytic import digits_mixture
 from unmix.errors import UnmixError
+from unmix.losses import Recipe
+from unmix.nets import build_net
 
 G = torch.Generator
 
@@ -187,28 +189,29 @@ CASES = [
     ("forward-gif-suffix", lambda c: unmix.forward_pictures(c.tmp / "f", gif=c.tmp / "x.png"), [".gif"]),
     ("forward-data-unknown", lambda c: unmix.forward_pictures(c.tmp / "f", data="mnist"), ["mnist"]),
     ("forward-out-is-file", lambda c: unmix.forward_pictures(c.file), ["file"]),
+    ("forward-gif-under-a-file", lambda c: unmix.forward_pictures(c.tmp / "f", gif=c.file / "x.gif"), ["notes.txt"]),
+    # -- settings a hand-edited config.json or a direct call can carry ----------------------------------------------
+    ("net-channel-mult-text", lambda c: build_net({"kind": "unet", "channel_mult": [1, "2"]}), ["channel_mult"]),
+    ("net-dropout-nan", lambda c: build_net({"kind": "unet", "dropout": math.nan}), ["dropout"]),
+    ("net-hidden-bool", lambda c: build_net({"kind": "mlp", "hidden": True}), ["hidden"]),
+    ("recipe-sigma-data-nan", lambda c: Recipe(sigma_data=math.nan), ["sigma_data"]),
+    ("recipe-sigma-data-negative", lambda c: Recipe.from_dict({"sigma_data": -0.5}), ["sigma_data"]),
+    ("recipe-p-std-0", lambda c: Recipe(p_std=0.0), ["p_std"]),
+    ("recipe-num-steps-text", lambda c: Recipe.from_name("ddpm", num_steps="1000"), ["num_steps"]),
+    ("recipe-sigma-range-reversed", lambda c: Recipe(sigma_min=2.0, sigma_max=1.0), ["sigma_min"]),
+    ("recipe-parameterization-unknown", lambda c: Recipe(parameterization="score"), ["score"]),
+    # -- more Model calls -----------------------------------------------------------------------------------------
+    ("sample-seed-bool", lambda c: c.model.sample(2, seed=True, nfe=2), ["seed"]),
+    ("sample-seeds-not-a-list", lambda c: c.model.sample(2, seeds=7, nfe=2), ["seeds"]),
+    ("sample-option-of-another-sampler", lambda c: c.model.sample(2, sampler="ddim", nfe=2, churn=1.0), ["eta"]),
+    ("sample-labels-not-a-list", lambda c: c.cond.sample(2, nfe=2, labels=object()), ["labels"]),
+    ("sample-label-bool", lambda c: c.cond.sample(2, nfe=2, labels=[True, False]), ["True"]),
+    ("sample-guidance-bool", lambda c: c.cond.sample(2, nfe=2, labels=1, guidance=True), ["guidance"]),
+    ("model-inpaint-mask-path", lambda c: c.model.inpaint(c.image, str(c.img / "mask.png"), n=1), ["mask"]),
+    ("model-inpaint-image-list", lambda c: c.model.inpaint([[0.0]], c.mask, n=1), ["image"]),
+    ("model-edit-seed-text", lambda c: c.model.edit(c.image, 0.5, n=1, seed="x"), ["seed"]),
+    ("nll-batch-float", lambda c: unmix.nll(c.model, n=2, steps=1, batch_size=2.5), ["batch_size"]),
 ]
-
-# Cases that fail today for a reason outside the files this suite's author could change: the module to fix and how.
-# Each is a strict xfail, so a fix shows up as XPASS and its entry is then deleted.
-KNOWN_GAPS = {
-    "train-net-channels-text": "unmix.nets.build_net does not type-check network settings (TypeError in UNetConfig)",
-    "load-device-unknown": "unmix.model.load passes device= to torch without checking it (RuntimeError)",
-    "load-device-missing-gpu": "unmix.model.load does not check that a CUDA device exists (AssertionError)",
-    "sample-seed-text": "Model._seeds calls int(seed) unchecked (ValueError)",
-    "sample-seeds-text": "Model._seeds calls int(s) on each seed unchecked (ValueError)",
-    "sample-nfe-0": "Model.sample reads `nfe or default`, so nfe=0 silently becomes the default",
-    "sample-device-unknown": "Model.sample passes device= to torch.device unchecked (RuntimeError)",
-    "sample-unknown-option": "unmix.samplers.sample passes unknown options to the sampler function (TypeError)",
-    "sample-label-float": "Model.labels_for iterates over a float label (TypeError)",
-    "sample-guidance-text": "classifier-free guidance does not check the type of guidance= (TypeError)",
-    "api-sample-not-a-denoiser": "unmix.sample calls a non-callable denoiser (TypeError)",
-    "api-sample-shape-not-a-shape": "unmix.samplers.sample parses shape with int() unchecked (ValueError)",
-    "save-grid-under-a-file": "unmix.api.save_grid's mkdir raises FileExistsError under a file",
-    "inpaint-mask-none": "Model.inpaint does not check mask= (RuntimeError from torch)",
-    "nll-batch-0": "unmix.api.nll does not check batch_size= (ValueError from range)",
-    "forward-out-is-file": "unmix.api.forward_pictures' mkdir raises FileExistsError when out= is a file",
-}
 
 
 @pytest.fixture(scope="module")
@@ -225,10 +228,8 @@ def ctx(tmp_path_factory):
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c[0] for c in CASES])
-def test_bad_call_raises_unmix_error(case, ctx, tmp_path, monkeypatch, request):
+def test_bad_call_raises_unmix_error(case, ctx, tmp_path, monkeypatch):
     name, call, words = case
-    if name in KNOWN_GAPS:
-        request.applymarker(pytest.mark.xfail(strict=True, reason=KNOWN_GAPS[name]))
     monkeypatch.chdir(tmp_path)  # a default out= (runs/<data>) lands here, never in the repository
     c = SimpleNamespace(**vars(ctx), tmp=tmp_path)
     with pytest.raises(UnmixError) as info:

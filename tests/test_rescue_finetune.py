@@ -81,8 +81,6 @@ def test_a_diverged_run_is_rescued_with_a_lower_learning_rate(tmp_path, capsys):
         assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), which
 
 
-@pytest.mark.xfail(strict=True, reason="trainer._loop does not close its progress bar when training stops with an "
-                                       "error, so the bar is redrawn after the error line (close it in a finally)")
 def test_the_divergence_message_is_the_last_line(tmp_path, capsys):
     out = tmp_path / "run"
     four_good_steps(out, capsys)

@@ -73,8 +73,6 @@ def test_a_second_training_is_refused_while_the_first_runs_on(tmp_path, capsys):
     assert not [p for p in out.iterdir() if p.name.startswith(".tmp-")]
 
 
-@pytest.mark.xfail(strict=True, reason="train_cmd prints its 'training a ...' line before Run.train takes the lock; "
-                                       "trainer.Run.__init__ should call unmix.runlock.ensure_free(out) first")
 def test_a_refused_second_training_prints_only_its_error(tmp_path, capsys):
     out = tmp_path / "run"
     with RunLock(out):  # this process holds it, as a running training would

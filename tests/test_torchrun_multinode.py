@@ -12,6 +12,8 @@ import torch
 from safetensors.torch import load_file
 
 from unmix.launch import accelerate_processes, launcher_warning
+from unmix.train_config import TrainConfig
+from unmix.trainer import start
 
 CONFIG = {"data": "digits", "steps": 3, "batch_size": 8, "threads": 1, "log_every": 1, "checkpoint_every": 3,
           "sample_every": 10**6, "nfe": 2, "net": {"channels": 8, "channel_mult": [1, 2], "num_res_blocks": 1,
@@ -94,16 +96,34 @@ def test_accelerate_processes_reads_only_accelerate_command_lines():
     assert accelerate_processes(["/usr/bin/accelerate", "launch", "--num_processes"]) is None
 
 
+def test_the_trainer_prints_the_warning_on_rank_0(tmp_path, monkeypatch, capsys):
+    """Run.__init__ itself warns: SLURM says 4 tasks, but this process is in no torchrun group."""
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    monkeypatch.setenv("SLURM_NTASKS", "4")
+    start(TrainConfig(out=str(tmp_path / "run"), **CONFIG))
+    err = capsys.readouterr().err
+    assert err.count("warning: SLURM runs 4 tasks") == 1
+    monkeypatch.setenv("SLURM_NTASKS", "1")
+    start(TrainConfig(out=str(tmp_path / "run2"), **CONFIG))
+    assert "warning" not in capsys.readouterr().err
+
+
 @pytest.mark.skipif(shutil.which("accelerate") is None, reason="accelerate is not installed")
 def test_accelerate_cpu_launch_really_starts_one_process_and_is_caught(tmp_path):
-    """The case the warning exists for, run for real: `accelerate launch --cpu --num_processes 2` starts one."""
+    """The case the warning exists for, run for real through the trainer: `accelerate launch --cpu
+    --num_processes 2` starts one process, and building the run says so."""
     script = tmp_path / "probe.py"
-    script.write_text("import os\nfrom unmix.launch import launcher_warning, parent_argv\n"
-                      "print('WORLD_SIZE', os.environ.get('WORLD_SIZE'))\n"
-                      "print('WARNING', launcher_warning(os.environ, parent_argv()))\n")
+    script.write_text(textwrap.dedent(
+        f"""
+        import os, sys
+        from unmix.train_config import TrainConfig
+        from unmix.trainer import start
+        print('WORLD_SIZE', os.environ.get('WORLD_SIZE'))
+        start(TrainConfig(out=sys.argv[1], **{CONFIG!r}))
+        """))
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HOME": str(tmp_path / "hf")}  # no user accelerate config
-    r = subprocess.run(["accelerate", "launch", "--cpu", "--num_processes", "2", str(script)], capture_output=True,
-                       text=True, env=env, timeout=120, check=False)
+    r = subprocess.run(["accelerate", "launch", "--cpu", "--num_processes", "2", str(script), str(tmp_path / "run")],
+                       capture_output=True, text=True, env=env, timeout=120, check=False)
     assert r.returncode == 0, r.stderr[-2000:]
     assert r.stdout.count("WORLD_SIZE None") == 1  # one process, outside any process group
-    assert "WARNING accelerate launch asked for 2 processes" in r.stdout
+    assert r.stderr.count("warning: accelerate launch asked for 2 processes") == 1

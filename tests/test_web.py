@@ -370,6 +370,28 @@ def test_default_bind_is_loopback(run_dir, tmp_path):
         assert stop_server(s) in (0, 130)
 
 
+def test_a_model_with_its_own_sampling_is_sampled_that_way_by_default(run_dir, tmp_path):
+    """A checkpoint that names its sampler and step count (a distilled model's) gets them when the request does
+    not say, and the page is told them (it sets its sampler and NFE fields from them)."""
+    import shutil
+
+    own = tmp_path / "runs" / "fast"
+    shutil.copytree(sorted(run_dir.glob("checkpoint-*"))[-1], own)
+    config = json.loads((own / "config.json").read_text())
+    (own / "config.json").write_text(json.dumps({**config, "sampling": {"sampler": "euler", "nfe": 4}}))
+    s = start_server(SERVE, [str(own), "--port", "0", "--threads", "1"], tmp_path)
+    try:
+        [m] = json.loads(s.get("/api/models")[1])["models"]
+        assert m["sampling"] == {"sampler": "euler", "nfe": 4}
+        ev = s.events("/api/generate/run", {"model": "fast", "count": 2, "seed": 1})
+        assert [n for n, _ in ev].count("frame") == 4 and ev[-1][0] == "done", ev[-1]
+        assert "--sampler euler --nfe 4" in ev[-1][1]["cli"]
+        ev = s.events("/api/generate/run", {"model": "fast", "count": 2, "seed": 1, "sampler": "heun", "nfe": 7})
+        assert [n for n, _ in ev].count("frame") == 7 and "--sampler heun --nfe 7" in ev[-1][1]["cli"]
+    finally:
+        assert stop_server(s) in (0, 130)
+
+
 def test_a_missing_web_extra_is_one_line(monkeypatch, capsys):
     import unmix.cli.serve_cmd  # noqa: F401  registers the command
     import unmix.web
@@ -438,7 +460,8 @@ def test_browser_ink_in_water(page, artefacts):
     page.fill("#ink-run input[name=nfe]", "12")
     page.click("#ink-run [data-run]")
     page.wait_for_selector("#ink-run [data-live][data-done='1']", timeout=60000)
-    assert page.evaluate("window.seen.size") >= 10  # frame after frame reached the page
+    assert int(page.get_attribute("#ink-run [data-live]", "data-frames")) >= 10  # frame after frame reached the page
+    assert page.evaluate("window.seen.size") >= 3  # and changed the picture (near sigma 0, PNGs can repeat)
     page.screenshot(path=str(artefacts / "ink.png"), full_page=True)
 
 

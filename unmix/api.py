@@ -20,7 +20,7 @@ from unmix.data import load_dataset
 from unmix.data.images import load_image_for, pil_to_array, read_image, render_batch, resize_crop, save_png
 from unmix.data.toys import load_toy
 from unmix.errors import UnmixError
-from unmix.likelihood import METHODS, data_levels, ode_bits_per_dim, toy_nll, vlb_bits_per_dim
+from unmix.likelihood import METHODS, data_levels, ode_bits_per_dim, toy_nll, uniform_bits_per_dim, vlb_bits_per_dim
 from unmix.metrics.evaluate import check_count, check_data
 from unmix.metrics.evaluate import evaluate as evaluate_samples
 from unmix.metrics.prompts import prompt_adherence
@@ -52,6 +52,10 @@ def sample(model, n=16, **options) -> torch.Tensor:
     denoiser D(x, sigma[, cond]) with `n` a shape [N, ...] (options as for unmix.samplers.sample)."""
     if isinstance(model, (Model, str, os.PathLike)):
         return _model(model).sample(n, **options)
+    if not callable(model):
+        raise UnmixError(f"expected a Model, a checkpoint path or a denoiser D(x, sigma), got {model!r:.60}")
+    if not (isinstance(n, (tuple, list)) and all(isinstance(v, int) and not isinstance(v, bool) for v in n)):
+        raise UnmixError(f"with a denoiser, n= is the shape to draw, a tuple of integers (N, ...), got {n!r:.60}")
     return samplers_sample(model, n, **options)
 
 
@@ -73,19 +77,20 @@ def edit(model, image, strength: float, n: int = 8, **options) -> torch.Tensor:
     return model.edit(_image(image, model.shape)[0], strength, n, **options)
 
 
-def evaluate(model, n: int = 1000, sampler: str = DEFAULT_SAMPLER, nfe: int = 32, seed: int = 0,
+def evaluate(model, n: int = 1000, sampler: str | None = None, nfe: int | None = None, seed: int = 0,
              data: str | None = None, device=None, callback=None, prompts: list[str] | None = None,
              guidance: float | None = None) -> dict:
     """Sample n items from a model (sample i uses seed + i) and measure them against its training data.
 
     With `prompts` (a text model trained on emoji), n samples are drawn for each prompt and prompt adherence
     (unmix.metrics.prompts: identity top-1/top-5 and group accuracy, keyword hits, retrieval) is reported
-    beside FD, KID, precision and recall of all of them."""
-    get_sampler(sampler)
+    beside FD, KID, precision and recall of all of them. sampler and nfe default to the model's own. A diffusers
+    folder is measured against the dataset named by `data`."""
     model = _model(model, device)
-    trained_on = str(model.data.get("name"))
-    if data is not None and data != trained_on:
-        raise UnmixError(f"the model was trained on {trained_on}, not {data}; drop data= or pick another model")
+    sampler = sampler if sampler is not None else model.sampling.get("sampler", DEFAULT_SAMPLER)
+    nfe = nfe if nfe is not None else model.sampling.get("nfe", 32)
+    get_sampler(sampler)
+    trained_on = _measured_against(model, data)
     check_data(trained_on)
     if prompts is None:
         check_count(n, trained_on)
@@ -103,9 +108,28 @@ def evaluate(model, n: int = 1000, sampler: str = DEFAULT_SAMPLER, nfe: int = 32
             "nfe": nfe, "guidance": guidance}
 
 
+def _measured_against(model: Model, data: str | None) -> str:
+    """The dataset a model's samples are measured against: the one it was trained on, or for a diffusers folder
+    (whose training data unmix cannot know) the one named by data=, when its items have the model's shape."""
+    trained_on = str(model.data.get("name"))
+    if not trained_on.startswith("diffusers:"):
+        if data is not None and data != trained_on:
+            raise UnmixError(f"the model was trained on {trained_on}, not {data}; drop data= or pick another model")
+        return trained_on
+    if data is None:
+        raise UnmixError(f"{trained_on[len('diffusers:'):]} is a diffusers folder: name the dataset to measure it "
+                         "against with data= (--data)")
+    check_data(data)
+    shape = tuple(load_toy(data, n=2).shape) if data in TOYS else tuple(load_dataset(data).shape)
+    if shape != model.shape:
+        raise UnmixError(f"dataset {data} gives items of shape {list(shape)}, the model makes {list(model.shape)}")
+    return data
+
+
 def nll(model, method: str = "auto", n: int = 256, *, steps: int = 64, trace: str = "auto", variance: str = "small",
-        sigma_min: float | None = None, seed: int = 0, batch_size: int = 256, device=None, progress=None) -> dict:
-    """Negative log-likelihood of a model on n items of its dataset, in bits/dim.
+        sigma_min: float | None = None, seed: int = 0, batch_size: int = 256, device=None, progress=None,
+        data: str | None = None) -> dict:
+    """Negative log-likelihood of a model on n items of its dataset (for a diffusers folder: of `data`), in bits/dim.
 
     Images: a seeded subset of the dataset, discrete on their levels (VLB for discrete-time models when method is
     "auto", else the dequantised ODE bound). 2-D toys: a fresh draw (held out from training), continuous, through
@@ -115,8 +139,13 @@ def nll(model, method: str = "auto", n: int = 256, *, steps: int = 64, trace: st
         raise UnmixError(f"unknown likelihood method {method!r}; valid: {', '.join(METHODS)}")
     if not isinstance(n, int) or n < 1:
         raise UnmixError(f"n must be an integer >= 1, got {n!r}")
+    if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
+        raise UnmixError(f"batch_size= must be an integer >= 1, got {batch_size!r}")
     model = _model(model, device)
-    name = str(model.data.get("name"))
+    if model.autoencoder is not None:
+        raise UnmixError("the likelihood of a latent model would be of its latents, not of the images; "
+                         "nll needs a pixel-space model")
+    name = _measured_against(model, data)
     ds = load_toy(name, n=n, seed=seed + 1) if name in TOYS else load_dataset(name)  # toys: a fresh draw
     if tuple(ds.shape) != model.shape:
         raise UnmixError(f"dataset {name} gives items of shape {list(ds.shape)}, the model expects {list(model.shape)}")
@@ -128,6 +157,8 @@ def nll(model, method: str = "auto", n: int = 256, *, steps: int = 64, trace: st
     lo, hi = model.recipe.sigma_range()
     lo = sigma_min if sigma_min is not None else lo
     result: dict = {"data": name, "method": method, "levels": levels}
+    if levels is not None:
+        result["uniform_bits_per_dim"] = uniform_bits_per_dim(levels)
     common = dict(generator=g, batch_size=batch_size, progress=progress)
     if method == "vlb":
         if schedule is None:
@@ -146,6 +177,7 @@ def nll(model, method: str = "auto", n: int = 256, *, steps: int = 64, trace: st
 def forward_pictures(out: str | os.PathLike, image=None, data: str = "digits", index: int = 0, size: int = 64,
                      frames: int = 10, sigma_max: float = 20.0, seed: int = 0, gif=None) -> tuple[Path, Path]:
     """The forward process on one image file or dataset item (or a toy's points): OUT/strip.png and a GIF."""
+    _check_folder(Path(out), Path(out) / "strip.png")
     if image is not None:
         img = read_image(image)
         if not isinstance(size, int) or size < 1:
@@ -163,6 +195,7 @@ def forward_pictures(out: str | os.PathLike, image=None, data: str = "digits", i
             x0 = ds.batch(torch.tensor([index]))[0]
     gif = Path(gif) if gif is not None else Path(out) / "noise.gif"
     _check_suffix(gif, ".gif")
+    _check_folder(gif.parent, gif)
     strip = forward_strip(x0, frames, sigma_max, seed)
     Path(out).mkdir(parents=True, exist_ok=True)
     save_png(strip, Path(out) / "strip.png")
@@ -174,6 +207,7 @@ def save_grid(images: torch.Tensor, path: str | os.PathLike, nrow: int | None = 
     """Save images [N, C, H, W] in [-1, 1] as one PNG grid (or 2-D points [N, 2] as a scatter plot)."""
     path = Path(path)
     _check_suffix(path, ".png")
+    _check_folder(path.parent, path)
     img = render_batch(images, nrow)
     path.parent.mkdir(parents=True, exist_ok=True)
     return save_png(img, path)
@@ -184,6 +218,13 @@ def _check_suffix(path: Path, suffix: str) -> None:
         raise UnmixError(f"{path} must end in {suffix} (it is written as a {suffix[1:].upper()} file)")
     if path.is_dir():
         raise UnmixError(f"{path} is a folder; give a file name ending in {suffix}")
+
+
+def _check_folder(folder: Path, target: Path) -> None:
+    """`target`'s folder exists or can be created: no part of its path is a file (checked before any work)."""
+    existing = next((p for p in [folder, *folder.parents] if p.exists()), None)
+    if existing is not None and not existing.is_dir():
+        raise UnmixError(f"cannot write {target}: {existing} is a file, not a folder")
 
 
 def _model(model, device=None) -> Model:

@@ -254,6 +254,8 @@ def _check_shape(folder: Path, config: dict) -> None:
         raise UnmixError(f"{folder}/config.json: data shape must be a list of positive integers, got {shape!r}; "
                          "the checkpoint is damaged")
     net = config["net"]
+    if isinstance(config.get("autoencoder"), dict):  # a latent model: the data's pixels enter through the autoencoder
+        net = config["autoencoder"]
     takes = net.get("in_channels") if len(shape) == 3 else net.get("dim") if len(shape) == 1 else None
     if takes is not None and takes != shape[0]:
         raise UnmixError(f"{folder}/config.json: data shape {shape} does not fit the network's input of {takes}; "

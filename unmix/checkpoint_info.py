@@ -11,6 +11,7 @@ import os
 import torch
 
 from unmix.checkpoint import Checkpoint, list_checkpoints, open_checkpoint, verify_weights
+from unmix.diffusers_folder import describe_folder, is_diffusers_folder
 from unmix.errors import UnmixError
 from unmix.model import load
 
@@ -23,7 +24,7 @@ def verify(c: Checkpoint) -> list[str]:
         return problems
     try:
         model = load(c.path)
-        x = torch.zeros(1, *model.shape)
+        x = torch.zeros(1, *model.latent_shape)
         with torch.no_grad():
             model.denoiser(x, torch.ones(1))
     except UnmixError as e:
@@ -35,6 +36,8 @@ def verify(c: Checkpoint) -> list[str]:
 
 def describe(path: str | os.PathLike) -> list[str]:
     """What a checkpoint holds, as lines for `unmix info`: network, recipe, data, training progress, health."""
+    if is_diffusers_folder(path):
+        return describe_diffusers(path)
     c = open_checkpoint(path)
     cfg = c.config
     data, recipe, tr = cfg.get("data") or {}, cfg["recipe"], cfg.get("train") or {}
@@ -71,3 +74,18 @@ def describe(path: str | os.PathLike) -> list[str]:
     lines.append("health       " + ("weights readable, network runs" if not problems
                                     else "DAMAGED: " + "; ".join(problems)))
     return lines
+
+
+def describe_diffusers(path: str | os.PathLike) -> list[str]:
+    """`unmix info` for a diffusers folder: what unmix reads from it, and whether the network runs."""
+    lines, schedule = describe_folder(path)
+    try:  # a bare UNet without a scheduler: check the network on the default schedule
+        model = load(path, schedule=None if schedule else {})
+        with torch.no_grad():
+            model.denoiser(torch.zeros(1, *model.shape), torch.ones(1))
+        problems = []
+    except UnmixError as e:
+        problems = [str(e)]
+    except (TypeError, ValueError, KeyError, IndexError, RuntimeError) as e:
+        problems = [f"{path} does not give a working network ({type(e).__name__}: {e})"]
+    return [*lines, "health       " + ("weights readable, network runs" if not problems else "DAMAGED: " + "; ".join(problems))]

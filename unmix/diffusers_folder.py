@@ -125,9 +125,10 @@ def betas_from_config(cfg: dict) -> torch.Tensor:
 def schedule_config(folder_config: dict | None, schedule: dict | None) -> dict:
     """The folder's scheduler settings overridden by `schedule`, on diffusers' defaults; checked."""
     if folder_config is None and schedule is None:
-        raise UnmixError("a bare UNet2DModel folder has no scheduler: pass schedule= with its training schedule, "
-                         "e.g. {'beta_schedule': 'linear', 'prediction_type': 'epsilon'} (an empty dict means "
-                         "1000 linear betas from 1e-4 to 0.02, epsilon prediction, no clipping)")
+        raise UnmixError("a bare UNet2DModel folder has no scheduler: put its scheduler_config.json beside config.json "
+                         "(what DDPMScheduler(...).save_pretrained(folder) writes), or in Python give unmix.load a "
+                         "schedule dict such as {'beta_schedule': 'linear', 'prediction_type': 'epsilon'} (an empty "
+                         "dict means 1000 linear betas from 1e-4 to 0.02, epsilon prediction, no clipping)")
     unknown = sorted(set(schedule or {}) - set(SCHEDULE_KEYS))
     if unknown:
         raise UnmixError(f"unknown schedule settings {unknown}; valid: {', '.join(SCHEDULE_KEYS)}")
@@ -253,8 +254,8 @@ class DiffusersUNet(nn.Module):
             if not self.config.null_class and bool((labels == k).any()):
                 raise UnmixError(
                     "this diffusers UNet has no 'no label' class, so it cannot sample without a label or with "
-                    "classifier-free guidance: pass labels= with guidance=1 (or read it with null_class=True "
-                    "if its last class embedding was trained as 'no label')")
+                    "classifier-free guidance: pass labels= with guidance=1 (or, in Python, read it with the "
+                    "null_class option of read_diffusers_folder if its last class embedding was trained as 'no label')")
         out = self.unet(x, c_noise, class_labels=labels).sample
         return out[:, : self.in_channels]  # learned-variance UNets return [mean, variance] channels
 
@@ -328,7 +329,8 @@ def _locate(path: Path) -> tuple[Path, dict | None]:
         if not _is_unet_folder(path):
             raise UnmixError(f"{path} is not a diffusers folder (model_index.json with unet/ and scheduler/, "
                              "or a UNet2DModel config.json)")
-        return path, None
+        beside = path / "scheduler_config.json"  # what Scheduler.save_pretrained(path) writes next to the UNet
+        return path, _read_json(beside) if beside.is_file() else None
     index = _read_json(path / "model_index.json")
     unet_entry = index.get("unet")
     if not (isinstance(unet_entry, list) and unet_entry[-1] == "UNet2DModel"):
@@ -349,13 +351,15 @@ def read_diffusers_folder(path, schedule: dict | None = None, null_class: bool =
     """(network, recipe, data description) of a local diffusers folder, ready for unmix's Model.
 
     `schedule` overrides the folder's scheduler settings (keys as in scheduler_config.json, see
-    SCHEDULE_KEYS); a bare UNet2DModel folder needs it. `null_class=True` says a class-conditional UNet's
-    last class embedding is 'no label' (what classifier-free guidance needs).
+    SCHEDULE_KEYS); a bare UNet2DModel folder needs it unless a scheduler_config.json lies beside its
+    config.json. `null_class=True` says a class-conditional UNet's last class embedding is 'no label' (what
+    classifier-free guidance needs).
     """
     path = Path(path).expanduser()
     if not path.is_dir():
         raise UnmixError(f"diffusers folder {path} does not exist or is not a folder")
     unet_dir, folder_schedule = _locate(path)
+    _weight_files(unet_dir)  # a pickle-only folder is refused before anything else is asked of it
     cfg = schedule_config(folder_schedule, schedule)
     recipe = DiffusersRecipe.from_scheduler_config(cfg)
     unet_config = _read_json(unet_dir / "config.json")
@@ -369,3 +373,25 @@ def read_diffusers_folder(path, schedule: dict | None = None, null_class: bool =
     data = {"name": f"diffusers:{path.name}", "shape": _shape(unet_config),
             "class_names": [str(i) for i in range(k)], "source": str(path)}
     return net, recipe, data
+
+
+def describe_folder(path) -> tuple[list[str], bool]:
+    """(lines for `unmix info`, whether the folder holds a scheduler) from the folder's configs alone."""
+    path = Path(path).expanduser()
+    unet_dir, folder_schedule = _locate(path)
+    unet = _read_json(unet_dir / "config.json")
+    kind = _read_json(path / "model_index.json").get("_class_name") if unet_dir != path else "bare UNet2DModel"
+    keys = ("block_out_channels", "layers_per_block", "down_block_types", "num_class_embeds")
+    lines = [f"checkpoint   {path} (diffusers {kind} folder)",
+             "network      diffusers UNet2DModel, " + ", ".join(f"{k}={unet.get(k)}" for k in keys),
+             f"data         items of shape {_shape(unet)} (the folder does not say which data it was trained on)"]
+    if folder_schedule is None:
+        lines.append("recipe       none: give schedule= (Python) or put a scheduler_config.json beside config.json")
+    else:
+        cfg = schedule_config(folder_schedule, None)
+        betas = "trained_betas" if cfg["trained_betas"] is not None else f"{cfg['beta_schedule']} betas"
+        lines.append(f"recipe       {PREDICTIONS[cfg['prediction_type']]} prediction, {cfg['num_train_timesteps']} "
+                     f"steps of {betas}, clip_sample {cfg['clip_sample']} ({folder_schedule.get('_class_name')})")
+    files = ", ".join(p.name for p in _weight_files(unet_dir))
+    lines.append(f"weights      {files}")
+    return lines, folder_schedule is not None

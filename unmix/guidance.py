@@ -50,6 +50,17 @@ def text_dim(denoiser) -> int:
     return 0
 
 
+def image_channels(denoiser) -> int:
+    """Channels of the image a denoiser was conditioned on (0: none; SR3/Palette concatenation), from its net's config."""
+    for owner in (denoiser, getattr(denoiser, "denoiser", None), getattr(denoiser, "net", None)):
+        c = getattr(getattr(owner, "config", None), "cond_channels", None)
+        if c is None:
+            c = getattr(getattr(getattr(owner, "net", None), "config", None), "cond_channels", None)
+        if c is not None:
+            return int(c)
+    return 0
+
+
 class ClassifierFreeGuidance:
     """D_w = D_uncond + scale * (D_cond - D_uncond), optionally only for sigma in [sigma_lo, sigma_hi].
 
@@ -60,15 +71,16 @@ class ClassifierFreeGuidance:
                  uncond: TextCond | None = None):
         self.denoiser = as_denoiser(denoiser)
         self.num_classes, self.text = num_classes(denoiser), text_dim(denoiser) > 0
-        if self.num_classes == 0 and not self.text:
+        self.image = image_channels(denoiser) > 0  # "none" is an all-NaN image row (see unmix.nets.unet)
+        if self.num_classes == 0 and not self.text and not self.image:
             raise UnmixError("guidance needs a class-conditional model or a text-conditional one; this one was trained "
                              "without labels or text")
         if self.text and not isinstance(uncond, TextCond):
             raise UnmixError("guidance for a text model needs uncond=: the null caption's TextCond "
                              "(encoder.encode([''])) or a negative prompt's")
         self.uncond = uncond
-        if not math.isfinite(scale) or scale < 0:
-            raise UnmixError(f"guidance scale must be a finite number >= 0, got {scale}")
+        if not isinstance(scale, (int, float)) or isinstance(scale, bool) or not math.isfinite(scale) or scale < 0:
+            raise UnmixError(f"guidance scale must be a finite number >= 0, got guidance={scale!r}")
         self.scale = float(scale)
         lo, hi = interval if interval is not None else (0.0, math.inf)
         if not 0 <= lo < hi:
@@ -86,6 +98,12 @@ class ClassifierFreeGuidance:
             if not isinstance(cond, TextCond):
                 raise UnmixError("this model is text-conditional: guide it with a prompt (a TextCond), not a label")
             cond, none = cond.expand(x.shape[0]).to(x.device), self.uncond.expand(x.shape[0]).to(x.device)
+        elif self.image:
+            if not isinstance(cond, torch.Tensor) or cond.ndim != 4:
+                raise UnmixError("this model is image-conditional: guide it with an image [N (or 1), C, H, W]")
+            cond = cond.to(x.device, x.dtype).expand(x.shape[0], -1, -1, -1)
+            active = active & ~torch.isnan(cond).flatten(1).all(1)
+            none = torch.full_like(cond, math.nan)
         else:
             cond = torch.as_tensor(cond, device=x.device).long().reshape(-1).expand(x.shape[0])
             bad = (cond < 0) | (cond > self.num_classes)
@@ -107,13 +125,15 @@ def steer(denoiser, cond, guidance: float | None = None, interval: tuple[float, 
     (default DEFAULT_GUIDANCE, so a label alone already gives samples of that class); with prompts (a
     TextCond), guided at `guidance` (default DEFAULT_TEXT_GUIDANCE) away from `uncond`, the null caption's
     or a negative prompt's TextCond."""
-    if guidance is not None and num_classes(denoiser) == 0 and text_dim(denoiser) == 0:
+    if guidance is not None and num_classes(denoiser) == 0 and text_dim(denoiser) == 0 and not image_channels(denoiser):
         raise UnmixError("--guidance needs a class-conditional model or a text-conditional one; this one was "
                          "trained without labels or text (train with --cond label or --cond text)")
     if cond is None:
         if guidance is not None:
             raise UnmixError("--guidance needs --label: the class to guide towards")
         return as_denoiser(denoiser)
+    if guidance is None and image_channels(denoiser):
+        return as_denoiser(denoiser)  # an image condition alone: plain conditional sampling, as Palette does
     default = DEFAULT_TEXT_GUIDANCE if isinstance(cond, TextCond) else DEFAULT_GUIDANCE
     return ClassifierFreeGuidance(denoiser, default if guidance is None else guidance, interval, uncond)
 

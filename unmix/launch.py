@@ -16,6 +16,7 @@ OMPI_COMM_WORLD_SIZE (Open MPI), PMI_SIZE (MPICH, Intel MPI) or MV2_COMM_WORLD_S
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -80,3 +81,11 @@ def launcher_warning(environ: Mapping[str, str], parent: Sequence[str] | None = 
             return (f"{who} started {n} processes ({key}) but WORLD_SIZE is 1: unmix joins torchrun process groups, "
                     f"not MPI ones, so each process would train alone; launch with torchrun (see {SCALE_OUT_DOC})")
     return None
+
+
+def warn_lone_launch(rank: int, environ: Mapping[str, str] | None = None) -> str | None:
+    """Print launcher_warning (for this process's environment and parent) to stderr on rank 0; return it."""
+    message = launcher_warning(os.environ if environ is None else environ, parent_argv()) if rank == 0 else None
+    if message:
+        print(f"warning: {message}", file=sys.stderr, flush=True)
+    return message

@@ -19,11 +19,15 @@ from dataclasses import asdict, dataclass, fields
 import torch
 from torch import nn
 
-from unmix.denoiser import NetworkDenoiser, expand_like
+from unmix.denoiser import PARAMETERIZATIONS, NetworkDenoiser, expand_like
 from unmix.errors import UnmixError
 from unmix.schedules import DiscreteSchedule
 
 RECIPES = ("edm", "ddpm", "v")
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 @dataclass
@@ -40,10 +44,25 @@ class Recipe:
     sigma_max: float = 80.0
 
     def __post_init__(self):
+        """Check every field (a recipe also comes from a hand-edited config.json), so that a bad value is one sentence
+        here rather than a NaN loss or a TypeError later."""
         if self.name not in RECIPES:
             raise UnmixError(f"unknown recipe {self.name!r}; valid: {', '.join(RECIPES)}")
-        if self.min_snr_gamma < 0:
-            raise UnmixError(f"min-SNR gamma must be >= 0 (0 = off), got {self.min_snr_gamma}")
+        if self.parameterization not in PARAMETERIZATIONS:
+            raise UnmixError(f"the recipe's parameterization= must be one of {', '.join(PARAMETERIZATIONS)}, "
+                             f"got {self.parameterization!r}")
+        for key, low, strict in (("sigma_data", 0, True), ("p_mean", -math.inf, False), ("p_std", 0, True),
+                                 ("min_snr_gamma", 0, False), ("sigma_min", 0, True), ("sigma_max", 0, True)):
+            value = getattr(self, key)
+            if not (_is_number(value) and math.isfinite(value) and (value > low if strict else value >= low)):
+                bound = "" if low == -math.inf else f" {'>' if strict else '>='} {low}"
+                raise UnmixError(f"the recipe's {key}= must be a finite number{bound}, got {value!r}")
+        if self.sigma_min >= self.sigma_max:
+            raise UnmixError(f"the recipe's sigma_min= ({self.sigma_min}) must be below its sigma_max= ({self.sigma_max})")
+        if not isinstance(self.num_steps, int) or isinstance(self.num_steps, bool) or self.num_steps < 2:
+            raise UnmixError(f"the recipe's num_steps= must be an integer >= 2, got {self.num_steps!r}")
+        if self.schedule is not None and not isinstance(self.schedule, str):
+            raise UnmixError(f"the recipe's schedule= must be a schedule name or None, got {self.schedule!r}")
         self._schedule = DiscreteSchedule.by_name(self.schedule, self.num_steps) if self.schedule else None
 
     @classmethod

@@ -10,6 +10,7 @@ i depends only on its own seed. The folder format is the trainer's checkpoint (s
 """
 from __future__ import annotations
 
+import operator
 import os
 from pathlib import Path
 
@@ -18,10 +19,13 @@ from torch import nn
 
 from unmix import checkpoint as ckpt
 from unmix.conditioning import NULL_CAPTION, TextCond
+from unmix.diffusers_folder import is_diffusers_folder, read_diffusers_folder
+from unmix.distributed import pick_device
 from unmix.edit import edit as sdedit
 from unmix.errors import UnmixError
 from unmix.guidance import steer
 from unmix.inpaint import inpaint as fill_in
+from unmix.latent import autoencoder_of, decoding_callback, latent_edit, latent_inpaint
 from unmix.losses import Recipe
 from unmix.nets import build_net, net_config
 from unmix.rng import generators_from_seeds
@@ -33,8 +37,10 @@ class Model:
     """A trained network, its recipe and a description of its data (shape, class names)."""
 
     def __init__(self, net: nn.Module, recipe: Recipe, data: dict, checkpoint: Path | None = None,
-                 sampling: dict | None = None):
+                 sampling: dict | None = None, autoencoder: nn.Module | None = None):
         self.net, self.recipe, self.data, self.checkpoint = net.eval(), recipe, dict(data), checkpoint
+        # a latent model (unmix.latent): `net` denoises the autoencoder's latents, `shape` is still the images'
+        self.autoencoder = None if autoencoder is None else autoencoder.eval().requires_grad_(False)
         self.sampling = dict(sampling or {})  # the model's own default sampler / nfe (e.g. a distilled model's)
         self._encoder = None  # a text model's frozen encoder, loaded on the first prompt
 
@@ -45,6 +51,11 @@ class Model:
     @property
     def shape(self) -> tuple[int, ...]:
         return tuple(self.data["shape"])
+
+    @property
+    def latent_shape(self) -> tuple[int, ...]:
+        """The shape the denoiser works on: the autoencoder's latents for a latent model, else `shape`."""
+        return self.shape if self.autoencoder is None else tuple(self.autoencoder.config.latent_shape())
 
     @property
     def num_classes(self) -> int:
@@ -84,17 +95,24 @@ class Model:
 
     def to(self, device) -> "Model":
         self.net.to(device)
+        if self.autoencoder is not None:
+            self.autoencoder.to(device)
         return self
 
     def config(self) -> dict:
         """What `save` writes to config.json (besides the format marker): enough to rebuild the model."""
         config = {"net": net_config(self.net), "recipe": self.recipe.to_dict(), "data": self.data}
+        if self.autoencoder is not None:
+            config["autoencoder"] = net_config(self.autoencoder)
         return {**config, "sampling": self.sampling} if self.sampling else config
 
     def save(self, path: str | os.PathLike) -> Path:
         """Write the model as a checkpoint folder (atomically; safetensors) that `load` reads back exactly."""
         state = {k: v.detach() for k, v in self.net.state_dict().items()}
-        return ckpt.write_folder(Path(path), self.config(), {"model": state, "ema": state})
+        weights = {"model": state, "ema": state}
+        if self.autoencoder is not None:
+            weights["autoencoder"] = self.autoencoder.state_dict()
+        return ckpt.write_folder(Path(path), self.config(), weights)
 
     def labels_for(self, labels, n: int) -> torch.Tensor | None:
         """Class labels as a [n] tensor: an int or class name for all, or one per sample; None = unconditional."""
@@ -103,9 +121,15 @@ class Model:
         if not self.num_classes:
             raise UnmixError("this model was trained without labels; it cannot take labels= "
                              "(train a class-conditional model with cond='label')")
-        if isinstance(labels, (str, int)):
+        if isinstance(labels, torch.Tensor):
+            labels = labels.tolist()
+        if isinstance(labels, (str, int, float)):
             labels = [labels] * n
-        out = [self._label(lab) for lab in (labels.tolist() if isinstance(labels, torch.Tensor) else labels)]
+        try:
+            labels = list(labels)
+        except TypeError:
+            raise UnmixError(f"labels= must be a class index or name, or a list of one per sample, got {labels!r:.60}") from None
+        out = [self._label(lab) for lab in labels]
         if len(out) != n:
             raise UnmixError(f"got {len(out)} labels for {n} samples")
         return torch.tensor(out, dtype=torch.long)
@@ -117,6 +141,8 @@ class Model:
                 raise UnmixError(f"unknown class {lab!r}; valid: {', '.join(names)}")
             return names.index(lab)
         try:
+            if isinstance(lab, bool) or (isinstance(lab, float) and not lab.is_integer()):
+                raise ValueError
             lab = int(lab)
         except (TypeError, ValueError):
             raise UnmixError(f"a label is a class index or name, got {lab!r}") from None
@@ -154,7 +180,17 @@ class Model:
             if len(gens) != n:
                 raise UnmixError(f"got {len(gens)} generators for {n} samples")
             return gens
-        seeds = list(range(int(seed), int(seed) + n)) if seeds is None else [int(s) for s in seeds]
+        if seeds is None:
+            if isinstance(seed, bool) or not hasattr(type(seed), "__index__"):
+                raise UnmixError(f"seed= must be an integer, got {seed!r:.60}")
+            seed = operator.index(seed)
+            seeds = list(range(seed, seed + n))
+        else:
+            values = seeds.tolist() if hasattr(seeds, "tolist") else seeds
+            if not isinstance(values, (list, tuple, range)) or not all(
+                    isinstance(s, int) and not isinstance(s, bool) for s in values):
+                raise UnmixError(f"seeds= must be a list of integers, one per sample, got {seeds!r:.60}")
+            seeds = list(values)
         if len(seeds) != n:
             raise UnmixError(f"got {len(seeds)} seeds for {n} samples")
         return seeds
@@ -170,8 +206,8 @@ class Model:
         keys = self._seeds(n, seed, seeds, generator)
         if not isinstance(batch_size, int) or batch_size < 1:
             raise UnmixError(f"batch_size must be an integer >= 1, got {batch_size!r}")
-        device = torch.device(device) if device is not None else self.device
-        self.net.to(device)
+        device = pick_device(str(device)) if device is not None else self.device
+        self.to(device)
         denoiser, cond = self._steered(n, labels, guidance, prompts, negative_prompt)
         sigma_min, sigma_max = self.recipe.sigma_range()
         shared = isinstance(generator, torch.Generator)
@@ -179,11 +215,13 @@ class Model:
         for lo in range(0, n, batch_size):
             hi = min(n, lo + batch_size)
             gens = generator if shared else (keys[lo:hi] if generator is not None else generators_from_seeds(keys[lo:hi]))
-            x = sample(denoiser, (hi - lo, *self.shape), sampler or self.sampling.get("sampler", DEFAULT_SAMPLER),
-                       nfe or self.sampling.get("nfe", 32), generator=gens,
+            x = sample(denoiser, (hi - lo, *self.latent_shape),
+                       sampler if sampler is not None else self.sampling.get("sampler", DEFAULT_SAMPLER),
+                       nfe if nfe is not None else self.sampling.get("nfe", 32), generator=gens,
                        device=device, sigma_min=sigma_min, sigma_max=sigma_max,
-                       cond=None if cond is None else cond[lo:hi].to(device), callback=callback, **options)
-            out.append(x.float().clamp(-1, 1).cpu())
+                       cond=None if cond is None else cond[lo:hi].to(device), callback=self._decoding(callback),
+                       **options)
+            out.append((x if self.autoencoder is None else self.autoencoder.decode(x)).float().clamp(-1, 1).cpu())
         return torch.cat(out)
 
     @torch.no_grad()
@@ -192,9 +230,12 @@ class Model:
                 **options) -> torch.Tensor:
         """n completions of `image` [C, H, W] where `mask` is True (see unmix.inpaint.inpaint for methods);
         completion i uses seed + i; the known pixels come back exactly."""
-        denoiser, cond = self._steered(self._count(n), labels, guidance, prompts, negative_prompt)
+        if mask is None or isinstance(mask, (str, os.PathLike)):
+            raise UnmixError(f"mask= must be a bool tensor, True where to fill in (unmix.inpaint also reads mask images), "
+                             f"got {mask!r:.60}")
+        denoiser, cond = self._steered(self._count(n, seed, image), labels, guidance, prompts, negative_prompt)
         lo, hi = self.recipe.sigma_range()
-        x = fill_in(denoiser, image.to(self.device), mask, n, generator=self._generators(n, seed),
+        x = self._through(fill_in, latent_inpaint)(denoiser, image.to(self.device), mask, n, generator=self._generators(n, seed),
                                 cond=None if cond is None else cond.to(self.device), sigma_min=lo, sigma_max=hi,
                                 **options)
         return _clamped(x)
@@ -204,17 +245,32 @@ class Model:
              guidance: float | None = None, prompts=None, negative_prompt: str | None = None,
              **options) -> torch.Tensor:
         """n SDEdit edits of `image` [C, H, W] at `strength` (0 keeps it, 1 ignores it); edit i uses seed + i."""
-        denoiser, cond = self._steered(self._count(n), labels, guidance, prompts, negative_prompt)
+        denoiser, cond = self._steered(self._count(n, seed, image), labels, guidance, prompts, negative_prompt)
         lo, hi = self.recipe.sigma_range()
-        x = sdedit(denoiser, image.to(self.device), strength, n, generator=self._generators(n, seed),
+        x = self._through(sdedit, latent_edit)(denoiser, image.to(self.device), strength, n, generator=self._generators(n, seed),
                           cond=None if cond is None else cond.to(self.device), sigma_min=lo, sigma_max=hi, **options)
         return _clamped(x)
 
-    def _count(self, n) -> int:
-        return len(self._seeds(n, 0, None, None))
+    def _count(self, n, seed, image) -> int:
+        """n, checked with seed= and image= (a tensor; files are read by unmix.inpaint / unmix.edit)."""
+        if not isinstance(image, torch.Tensor):
+            raise UnmixError(f"image= must be a tensor [C, H, W] in [-1, 1] (unmix.inpaint and unmix.edit also read "
+                             f"image files), got {type(image).__name__}")
+        return len(self._seeds(n, seed, None, None))
 
     def _generators(self, n: int, seed: int) -> list[torch.Generator]:
         return generators_from_seeds(range(int(seed), int(seed) + n))
+
+    def _decoding(self, callback):
+        """A latent model's sampler callback sees decoded images (unmix.latent.decoding_callback)."""
+        return callback if self.autoencoder is None else decoding_callback(callback, self.autoencoder)
+
+    def _through(self, pixel_fn, latent_fn):
+        """unmix.inpaint / unmix.edit for a pixel model; their latent versions (unmix.latent: the known pixels are
+        still returned exactly) for a latent model."""
+        if self.autoencoder is None:
+            return pixel_fn
+        return lambda denoiser, *args, **kw: latent_fn(denoiser, self.autoencoder, *args, **kw)
 
 
 def _clamped(result):
@@ -224,15 +280,30 @@ def _clamped(result):
     return result.float().clamp(-1, 1).cpu()
 
 
-def load(path: str | os.PathLike, weights: str = "ema", device: str | torch.device = "cpu") -> Model:
-    """A Model from a checkpoint folder or a training output folder (its latest checkpoint)."""
+def load(path: str | os.PathLike, weights: str = "ema", device: str | torch.device = "cpu",
+         schedule: dict | None = None) -> Model:
+    """A Model from a checkpoint folder or a training output folder (its latest checkpoint), or from a local
+    diffusers folder (unmix.diffusers_folder; `schedule` overrides or, for a bare UNet2DModel, gives its scheduler)."""
+    device = pick_device(str(device))
+    if not isinstance(path, (str, os.PathLike)):
+        raise UnmixError(f"path= must be a checkpoint or run folder (a str or Path), got {path!r:.60}")
+    if is_diffusers_folder(path):
+        net, recipe, data = read_diffusers_folder(path, schedule)
+        return Model(net.to(device), recipe, data, Path(path).expanduser())
+    if schedule is not None:
+        raise UnmixError(f"schedule= is for diffusers folders; {path} is not one (an unmix checkpoint keeps its own)")
     c = ckpt.open_checkpoint(path)
+    if c.config["net"].get("kind") == "autoencoder":
+        raise UnmixError(f"{c.path} is an autoencoder (latent diffusion's first stage), not a diffusion model; train "
+                         f"one on its latents with latent={str(path)!r}")
     net, recipe = rebuild(c.config, c.path)
     try:
         net.load_state_dict(c.weights(weights))
     except RuntimeError as e:
         raise UnmixError(f"{c.path}: weights do not match the network in config.json ({str(e).splitlines()[0]})") from None
-    return Model(net.to(device), recipe, c.config.get("data") or {}, c.path, c.config.get("sampling"))
+    autoencoder = autoencoder_of(c)
+    return Model(net.to(device), recipe, c.config.get("data") or {}, c.path, c.config.get("sampling"),
+                 None if autoencoder is None else autoencoder.to(device))
 
 
 def rebuild(config: dict, where: Path | str = "config.json") -> tuple[nn.Module, Recipe]:

@@ -64,6 +64,22 @@ class TextDiffusionObjective(DiffusionObjective):
                                 draws["noise"].to(x0.device), text)
 
 
+class ImageCondObjective(DiffusionObjective):
+    """The denoising loss of an image-conditioned net (SR3 / Palette): `cond` is the batch's conditioning image
+    [b, C, H, W], replaced by "no condition" (an all-NaN row, see unmix.nets.unet) with probability
+    `cond_dropout`, so one net also learns the unconditional denoiser that classifier-free guidance needs."""
+
+    def __init__(self, recipe: Recipe, cond_dropout: float = 0.1):
+        super().__init__(recipe, label_dropout=cond_dropout)
+        self.cond_dropout = cond_dropout
+
+    def loss(self, net: nn.Module, x0: torch.Tensor, cond, draws: dict[str, torch.Tensor]) -> torch.Tensor:
+        drop = draws["drop"].to(x0.device)[:, None, None, None]
+        cond = torch.where(drop, torch.full_like(cond, float("nan")), cond)
+        return self.recipe.loss(self.recipe.denoiser(net), x0, draws["sigma"].to(x0.device),
+                                draws["noise"].to(x0.device), cond)
+
+
 def split(draws: dict[str, torch.Tensor], sl: slice, device) -> dict[str, torch.Tensor]:
     """The rows `sl` of every draw, on `device`."""
     return {k: v[sl].to(device) for k, v in draws.items()}

@@ -15,6 +15,7 @@ noise, counts denoiser calls and guarantees the budget is respected.
 """
 from __future__ import annotations
 
+import inspect
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -422,6 +423,13 @@ def sample(
     Extra keyword options go to the sampler (eta, churn, order, ...).
     """
     spec = get_sampler(sampler)
+    params = inspect.signature(spec.fn).parameters
+    if not any(p.kind is p.VAR_KEYWORD for p in params.values()):
+        valid = [k for k, p in params.items() if p.kind is p.KEYWORD_ONLY and k not in ("cond", "generator", "callback")]
+        unknown = sorted(set(options) - set(valid))
+        if unknown:
+            took = f"only the options {', '.join(valid)}" if valid else "no options"
+            raise UnmixError(f"sampler {sampler!r} takes {took}; got {', '.join(unknown)}")
     shape = tuple(int(v) for v in shape)
     if len(shape) < 2 or any(v <= 0 for v in shape):
         raise UnmixError(f"shape must be [N, ...] with positive sizes, got {list(shape)}")

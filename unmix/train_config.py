@@ -29,9 +29,10 @@ class TrainConfig:
     size: int | None = None
     out: str | None = None  # default runs/<data>
     init: str | None = None  # start from this checkpoint's weights (fine-tuning): a new run, fresh optimiser
+    latent: str | None = None  # latent diffusion: train on the latents of this autoencoder run (unmix.latent)
     recipe: str = "edm"
     min_snr_gamma: float = 0.0
-    sigma_data: float = 0.5  # EDM: the data's standard deviation (0.5 suits images in [-1, 1]; 1 for standardised data)
+    sigma_data: float | None = None  # EDM: the data's std (None: the preset's; 0.5 suits images in [-1, 1], 1 latents)
     p_mean: float | None = None  # EDM: mean of ln(sigma) in training (None: EDM's -1.2)
     p_std: float | None = None  # EDM: std of ln(sigma) in training (None: EDM's 1.2)
     steps: int | None = None  # total optimiser steps (a resumed run continues up to it)
@@ -93,6 +94,10 @@ PRESETS = {
                   net=dict(kind="unet", patch_size=2, channels=64, num_res_blocks=1)),
     "image": dict(batch_size=64, lr=1e-3, ema_halflife_kimg=50.0, steps=20000,
                   net=dict(kind="unet", channels=64, num_res_blocks=2)),
+    # latent diffusion on an f=4 autoencoder's unit-std latents (8x8x4 for 32x32 emoji): run lat-b of
+    # benchmarks/latent_emoji.py (FD 13.7 after 20 CPU minutes, the autoencoder's 6 included)
+    "latent": dict(batch_size=32, lr=2e-3, ema_halflife_kimg=10.0, steps=20000, sigma_data=1.0, p_mean=0.0,
+                   net=dict(kind="unet", channels=64, channel_mult=[1, 2], num_res_blocks=1, attn_levels=[1])),
     "points": dict(batch_size=512, lr=1e-3, ema_halflife_kimg=50.0, steps=4000,
                    net=dict(kind="mlp", hidden=256, depth=4)),
 }
@@ -192,6 +197,10 @@ def fill_defaults(cfg: TrainConfig, name: str, is_image: bool, has_labels: bool)
         setattr(cfg, key, getattr(cfg, key) or preset[key])
     if cfg.steps is None and cfg.minutes is None:
         cfg.steps = preset["steps"]
+    if cfg.sigma_data is None:
+        cfg.sigma_data = preset.get("sigma_data", 0.5)
+    if cfg.p_mean is None and cfg.recipe == "edm":
+        cfg.p_mean = preset.get("p_mean")
     cfg.out = cfg.out or default_out(cfg.data)
     if cfg.cond == "label" and not has_labels:
         raise UnmixError(f"cond='label' needs a labelled dataset; {name} has no labels")
@@ -209,6 +218,8 @@ def fill_defaults(cfg: TrainConfig, name: str, is_image: bool, has_labels: bool)
 def network_config(cfg: TrainConfig, name: str, shape: tuple[int, ...], num_classes: int, noise_scale: float) -> dict:
     """The network config for this run: the preset's, sized to the data, with the user's overrides on top."""
     preset = preset_for(name, len(shape) == 3)
+    if cfg.net.get("kind") == "autoencoder":  # latent diffusion's first stage (unmix.latent): sized to the images
+        return {"in_channels": shape[0], "image_size": shape[-1], **cfg.net}
     if len(shape) == 3:
         patch = cfg.net.get("patch_size", preset["net"].get("patch_size", 1))
         net = {"kind": "unet", **image_net_defaults(shape, patch), **preset["net"], "in_channels": shape[0]}

@@ -29,14 +29,16 @@ from unmix import checkpoint as ckpt
 from unmix.data import Dataset, load_dataset
 from unmix.distributed import Dist, cpu_threads, init_distributed, pick_device
 from unmix.errors import UnmixError
+from unmix.latent import autoencoder_for_run, latent_dataset
+from unmix.launch import warn_lone_launch
 from unmix.losses import Recipe
 from unmix.model import Model, rebuild
-from unmix.nets import build_net
+from unmix.nets import build_net, net_config
 from unmix.objectives import DiffusionObjective, TextDiffusionObjective, split
-from unmix.runlock import RunLock
+from unmix.runlock import RunLock, ensure_free
 from unmix.text.bank import caption_bank
 from unmix.text.encoder import load_text_encoder, text_dim_of
-from unmix.train_config import RESCUE_KEYS, RUNTIME_KEYS, TrainConfig, check_config, fill_defaults, network_config
+from unmix.train_config import RESCUE_KEYS, RUNTIME_KEYS, TrainConfig, check_config, default_out, fill_defaults, network_config
 from unmix.train_log import StepStats, Stop, append_log, progress_bar, truncate_log, version
 
 
@@ -57,12 +59,13 @@ class TrainState:
         opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         return cls(net, ema, opt, torch.Generator().manual_seed(cfg.seed))
 
-    def save(self, out: str | Path, config: dict, keep: int) -> Path:
+    def save(self, out: str | Path, config: dict, keep: int, extra: dict | None = None) -> Path:
+        """A checkpoint of this state; `extra` adds weight files (a latent model's autoencoder: {stem: state_dict})."""
         state = {"optimizer": self.opt.state_dict(), "generator": self.generator.get_state(),
                  "torch_rng": torch.get_rng_state(),
                  "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
                  "step": self.step, "images": self.images}
-        weights = {"model": self.net.state_dict(), "ema": self.ema.state_dict()}
+        weights = {"model": self.net.state_dict(), "ema": self.ema.state_dict(), **(extra or {})}
         return ckpt.save_checkpoint(out, self.step, {**config, "images_seen": self.images}, weights, state, keep)
 
     def restore(self, c: ckpt.Checkpoint) -> None:
@@ -134,8 +137,16 @@ class Run:
         check_config(config)
         self.dist = init_distributed(config.device)
         self.device = pick_device(config.device, self.dist)
-        self.dataset = dataset if dataset is not None else load_dataset(config.data, config.size)
-        ds = self.dataset
+        if self.dist.main:  # another training writing into out= is refused before any data is read or line printed
+            ensure_free(config.out or default_out(config.data))
+        warn_lone_launch(self.dist.rank)  # a launcher asked for N processes but started this one alone
+        if dataset is None:
+            dataset = load_dataset(config.data, config.size)
+            autoencoder = autoencoder_for_run(config.latent, resume_from or init_from)
+            if autoencoder is not None:  # latent diffusion: the images encoded once, kept in memory
+                dataset = latent_dataset(dataset, autoencoder)
+        self.dataset = ds = dataset
+        self.autoencoder = getattr(ds, "autoencoder", None)  # a LatentDataset's (unmix.latent), saved with the run
         self.config = cfg = fill_defaults(config, ds.name, ds.is_image, ds.labels is not None)
         if cfg.batch_size % (self.dist.world * cfg.accum):
             raise UnmixError(f"batch_size={cfg.batch_size} must be divisible by processes x accum "
@@ -179,8 +190,9 @@ class Run:
     def _adopt(self, c: ckpt.Checkpoint) -> None:
         """Take the network and recipe of a checkpoint (resume or fine-tune), checked against this data."""
         stored, ds = c.config, self.dataset
-        if list((stored.get("data") or {}).get("shape", [])) != list(ds.shape):
-            raise UnmixError(f"the dataset gives items of shape {list(ds.shape)}, but {c.path} was trained on "
+        shape = list(ds.describe()["shape"])  # a latent dataset describes its images
+        if list((stored.get("data") or {}).get("shape", [])) != shape:
+            raise UnmixError(f"the dataset gives items of shape {shape}, but {c.path} was trained on "
                              f"{(stored.get('data') or {}).get('shape')}")
         rebuild(stored, c.path)
         self.net_config, self.recipe = stored["net"], Recipe.from_dict(stored["recipe"])
@@ -205,8 +217,9 @@ class Run:
         }
 
     def checkpoint_config(self) -> dict:
-        return {"net": self.net_config, **self.objective.checkpoint_config(), "data": self.data_description,
-                "train": asdict(self.config), "unmix_version": version()}
+        latent = {} if self.autoencoder is None else {"autoencoder": net_config(self.autoencoder)}
+        return {"net": self.net_config, "recipe": self.recipe.to_dict(), **self.objective.checkpoint_config(),
+                **latent, "data": self.data_description, "train": asdict(self.config), "unmix_version": version()}
 
     def train(self, progress: bool = True) -> TrainResult:
         """Train until steps, minutes or a signal; save; return where it stopped (rank 0 holds the folder lock)."""
@@ -244,17 +257,19 @@ class Run:
         stats, start = StepStats(self.device), time.monotonic()
         self.last_good = self.resume_from.path if self.resume_from else None
         bar = progress_bar(progress and d.main, state.step, cfg.steps, cfg.minutes)
-        with Stop() as stop:
-            while not (stopped_by := self._stop_reason(state.step, start, stop)):
-                train_step(state, model, self.objective, data, cfg, d, stats, autocast)
-                bar.update(1)
-                if state.step % cfg.log_every == 0:
-                    bar.set_postfix(loss=f"{self._log(stats, state, start):.4f}")
-                if state.step % cfg.checkpoint_every == 0:
-                    self._save(state, stats, start)
-                if state.step % cfg.sample_every == 0 and d.main:
-                    self._preview(state.ema, state.step)
-        bar.close()
+        try:  # closed on any exit, so an error line is the last thing printed (no bar redrawn after it)
+            with Stop() as stop:
+                while not (stopped_by := self._stop_reason(state.step, start, stop)):
+                    train_step(state, model, self.objective, data, cfg, d, stats, autocast)
+                    bar.update(1)
+                    if state.step % cfg.log_every == 0:
+                        bar.set_postfix(loss=f"{self._log(stats, state, start):.4f}")
+                    if state.step % cfg.checkpoint_every == 0:
+                        self._save(state, stats, start)
+                    if state.step % cfg.sample_every == 0 and d.main:
+                        self._preview(state.ema, state.step)
+        finally:
+            bar.close()
         if self.last_good is None or not self.last_good.name.endswith(f"{state.step:08d}"):
             self._save(state, stats, start)
         if d.main and state.step % cfg.sample_every != 0 and stopped_by in ("steps", "minutes"):
@@ -280,11 +295,12 @@ class Run:
         """Reduce the stats over ranks, stop on a non-finite loss, write one JSON line (rank 0)."""
         record = stats.reduce(self.dist)
         if not all(math.isfinite(v) for v in (record["loss"], record["grad_norm"])):
+            clip = f"grad_clip={self.config.grad_clip / 2:g}" if self.config.grad_clip > 0 else "grad_clip=1"
             kept = (f"the last good checkpoint ({self.last_good}) is untouched; continue from it with a lower "
-                    f"learning rate: resume=True, lr={self.config.lr / 4:g}" if self.last_good
-                    else "no checkpoint was written")
-            raise UnmixError(f"training diverged: non-finite loss or gradient by step {state.step}; {kept} "
-                             f"(or a stronger grad_clip)")
+                    f"learning rate, resume=True, lr={self.config.lr / 4:g}, or a stronger {clip}" if self.last_good
+                    else f"no checkpoint was written; start again with a lower lr={self.config.lr / 4:g} or a "
+                         f"stronger {clip}")
+            raise UnmixError(f"training diverged: non-finite loss or gradient by step {state.step}; {kept}")
         record = {"step": state.step, "kimg": round(state.images / 1000, 3), **record,
                   "lr": state.opt.param_groups[0]["lr"], "seconds": round(time.monotonic() - start, 2)}
         self.last_record = record
@@ -297,14 +313,18 @@ class Run:
             self._log(stats, state, start)
         path = Path(self.config.out) / f"{ckpt.PREFIX}{state.step:08d}"
         if self.dist.main:
-            path = state.save(self.config.out, self.checkpoint_config(), self.config.keep)
+            path = state.save(self.config.out, self.checkpoint_config(), self.config.keep,
+                              None if self.autoencoder is None else {"autoencoder": self.autoencoder.state_dict()})
         if self.dist.world > 1:
             dist.barrier()
         self.last_good = path
 
     def _preview(self, ema: nn.Module, step: int) -> None:
+        if hasattr(self.objective, "preview"):  # an objective with its own picture (an autoencoder's reconstructions)
+            self._save_preview(self.objective.preview(ema, self.dataset), step)
+            return
         model = Model(ema, self.recipe, self.data_description,
-                      sampling=self.objective.checkpoint_config().get("sampling"))
+                      sampling=self.objective.checkpoint_config().get("sampling"), autoencoder=self.autoencoder)
         n, labels = (64 if self.dataset.is_image else 2000), None
         if model.num_classes and self.dataset.is_image:  # one row of 8 per class (the first 10 classes)
             n = 8 * min(model.num_classes, 10)
@@ -312,7 +332,9 @@ class Run:
         elif model.num_classes:
             labels = torch.arange(n) % model.num_classes
         sampler, nfe = (None, None) if model.sampling else (self.config.sampler, self.config.nfe)
-        x = model.sample(n, seed=0, sampler=sampler, nfe=nfe, labels=labels, device=self.device)
+        self._save_preview(model.sample(n, seed=0, sampler=sampler, nfe=nfe, labels=labels, device=self.device), step)
+
+    def _save_preview(self, x: torch.Tensor, step: int) -> None:
         from unmix.data.images import render_batch
 
         folder = Path(self.config.out) / "samples"
@@ -349,9 +371,24 @@ def resume(out: str | Path, dataset: Dataset | None = None, objective=None, **ch
             continue
         if key in RUNTIME_KEYS or key in RESCUE_KEYS:
             setattr(stored, key, value)
+        elif key == "net":
+            _check_same_network(value, c.config.get("net") or {})
         elif value != getattr(stored, key):
             raise UnmixError(f"{key}={value!r} differs from the resumed run's {getattr(stored, key)!r}; on resume only "
                              f"{', '.join(sorted(RUNTIME_KEYS | RESCUE_KEYS))} may change (start a new run from its "
                              "weights with init= to change the rest)")
     stored.out = str(out)
     return Run(stored, dataset, resume_from=c, objective=objective)
+
+
+def _check_same_network(asked: dict, trained: dict) -> None:
+    """Network settings given on resume must be the checkpoint's own (a resumed run keeps its network): name the
+    first one that differs, compared with what the checkpoint was built with (lists and tuples alike)."""
+    for name, value in asked.items():
+        have = trained.get(name)
+        same = list(value) == list(have) if isinstance(value, (list, tuple)) and isinstance(have, (list, tuple)) \
+            else value == have
+        if not same:
+            raise UnmixError(f"the network setting {name}={value!r} differs from the resumed run's {have!r}; a run keeps "
+                             "the network it was trained with (init= starts a new run from its weights with other "
+                             "training settings; another network needs a new run)")

@@ -13,7 +13,6 @@ from unmix.cli.options import (
     Sampler,
     choices,
     device_option,
-    nfe_option,
     seed_option,
     value,
 )
@@ -51,8 +50,9 @@ def eval_command(
                                                               "group accuracy, keyword hits, retrieval)."),
     guidance: float = typer.Option(None, min=0.0, max=100.0, help="Classifier-free guidance scale for the samples "
                                                                   "(default: the model's)."),
-    sampler: Sampler = typer.Option(DEFAULT_SAMPLER, help="Sampler for the checkpoint."),
-    nfe: int = nfe_option(32),
+    sampler: Sampler = typer.Option(None, help=f"Sampler (default: the model's own, else {DEFAULT_SAMPLER})."),
+    nfe: int = typer.Option(None, min=1, max=10000, help="Network evaluations per sample (default: the model's "
+                                                        "own, else 32)."),
     seed: int = seed_option("Sample i uses seed + i; also seeds the toys' reference draw."),
     device: str = device_option(),
     json_path: str = typer.Option(None, "--json", help="Also write the numbers to this .json file."),
@@ -70,15 +70,19 @@ def eval_command(
         prompts = read_prompts(prompts_file) if prompts_file is not None else None
         n = n or (10 if prompts else 1000)
         total = n * len(prompts) if prompts else n
+        model = api.load(checkpoint, device=pick_device(device))
+        nfe = nfe or model.sampling.get("nfe", 32)
         with LazyBar("eval: sample", math.ceil(total / 256) * nfe) as bar:
-            result = api.evaluate(checkpoint, n=n, sampler=value(sampler), nfe=nfe, seed=seed, data=data,
-                                  device=pick_device(device), callback=bar, prompts=prompts, guidance=guidance)
+            result = api.evaluate(model, n=n, sampler=value(sampler), nfe=nfe, seed=seed, data=data,
+                                  callback=bar, prompts=prompts, guidance=guidance)
     _report(result, out)
 
 
 @app.command("nll")
 def nll_command(
     checkpoint: str = typer.Argument(..., help="A checkpoint folder (or training output folder)."),
+    data: str = typer.Option(None, help="Dataset to measure on; default: the checkpoint's (needed for a diffusers "
+                                        "folder)."),
     method: Method = typer.Option("auto", help="vlb (discrete-time models), ode (any model), or auto."),
     n: int = typer.Option(256, min=1, max=1_000_000, help="Data items to measure."),
     steps: int = typer.Option(64, min=1, max=10000, help="ODE: RK4 steps in log sigma (4 evaluations each)."),
@@ -98,5 +102,5 @@ def nll_command(
 
         result = api.nll(checkpoint, value(method), n, steps=steps, trace=value(trace), variance=value(variance),
                          sigma_min=sigma_min, seed=seed, batch_size=batch_size, device=pick_device(device),
-                         progress=progress)
+                         progress=progress, data=data)
     _report(result, out)

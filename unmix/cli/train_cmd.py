@@ -44,6 +44,8 @@ def train(
                                                         "--weight-decay)."),
     init: str = typer.Option(None, help="Start a new run from this checkpoint's weights (fine-tuning: new data, "
                                         "steps, learning rate...)."),
+    latent: str = typer.Option(None, help="Latent diffusion: train on the latents of this autoencoder run "
+                                          "(unmix train-autoencoder); the checkpoints hold a copy of it."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the resolved configuration and exit."),
     size: int = typer.Option(None, min=4, max=1024, help="Image side for emoji and folder data (default 32)."),
     recipe: Recipe = typer.Option(None, help="Training recipe (default edm)."),

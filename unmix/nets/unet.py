@@ -11,6 +11,13 @@ With text_dim > 0 the net is text-conditional, as in Stable Diffusion (Rombach e
 cross-attention levels (and in the middle) the features attend to the prompt's token embeddings, and the
 pooled vector is projected and added to the noise embedding. With text_dim = 0 (the default, and every
 checkpoint written before text existed) the net is exactly the label/unconditional U-Net it always was.
+
+With cond_channels = C > 0 the net is image-conditional, as SR3 (Saharia et al. 2021) and Palette (Saharia et al.
+2022): cond is an image [N (or 1), C, H, W] at the input's size, concatenated to the network input channels
+together with one "present" plane (1 where the row has a condition). A row that is all NaN is "no condition"
+(what condition dropout trains on and what classifier-free guidance contrasts with); it enters the
+net as zeros with present = 0, so no real image, not even a grey one, can be mistaken for it. The condition is
+not scaled by the denoiser's c_in: the preconditioning applies to the noisy input only.
 """
 from __future__ import annotations
 
@@ -42,6 +49,7 @@ class UNetConfig:
     patch_size: int = 1  # > 1: fold p x p pixel patches into channels first (Hoogeboom et al. 2023), level 0 = size / p
     text_dim: int = 0  # > 0: text-conditional on a TextCond of this embedding width (384 for all-MiniLM-L6-v2)
     cross_attn_levels: tuple[int, ...] | None = None  # levels whose blocks attend to the text; None: attn_levels
+    cond_channels: int = 0  # > 0: image-conditional on a [N, cond_channels, H, W] image (SR3/Palette concatenation)
 
     def __post_init__(self):
         self.channel_mult = tuple(int(m) for m in self.channel_mult)
@@ -61,6 +69,10 @@ class UNetConfig:
             raise UnmixError(f"U-Net needs text_dim >= 0 (0 = no text), got {self.text_dim}")
         if self.text_dim and self.num_classes:
             raise UnmixError("a U-Net is conditioned on labels (num_classes) or on text (text_dim), not both")
+        if self.cond_channels < 0:
+            raise UnmixError(f"U-Net needs cond_channels >= 0 (0 = no image condition), got {self.cond_channels}")
+        if self.cond_channels and (self.text_dim or self.num_classes):
+            raise UnmixError("a U-Net is conditioned on an image (cond_channels) or on labels / text, not both")
         bad = [a for a in self.text_levels if not 0 <= a < len(self.channel_mult)]
         if bad:
             raise UnmixError(f"cross-attention levels {bad} out of range 0..{len(self.channel_mult) - 1}")
@@ -168,7 +180,8 @@ class UNet(nn.Module):
         emb_dim = 4 * cfg.channels
         self.embed = ConditionEmbedding(cfg.channels, emb_dim, cfg.num_classes, cfg.noise_scale, cfg.text_dim)
         p2 = cfg.patch_size ** 2
-        self.conv_in = nn.Conv2d(cfg.in_channels * p2, chs[0], 3, padding=1)
+        image_in = cfg.cond_channels + 1 if cfg.cond_channels else 0  # the condition and its "present" plane
+        self.conv_in = nn.Conv2d((cfg.in_channels + image_in) * p2, chs[0], 3, padding=1)
         skips = [chs[0]]
         self.down, self.downsample = nn.ModuleList(), nn.ModuleList()
         cur = chs[0]
@@ -212,6 +225,22 @@ class UNet(nn.Module):
                              f"{len(cond)} rows of width {cond.dim}")
         return cond.expand(n).to(device, dtype)
 
+    def _image(self, x: torch.Tensor, cond) -> torch.Tensor:
+        """x with the image condition and its "present" plane concatenated (cond None or NaN rows: no condition)."""
+        n, _, h, w = x.shape
+        c = self.config.cond_channels
+        if cond is None:
+            cond = torch.full((1, c, h, w), math.nan, device=x.device)
+        if not isinstance(cond, torch.Tensor) or not cond.is_floating_point() or cond.ndim != 4 \
+                or tuple(cond.shape[1:]) != (c, h, w) or cond.shape[0] not in (1, n):
+            got = list(cond.shape) if isinstance(cond, torch.Tensor) else type(cond).__name__
+            raise UnmixError(f"this U-Net is image-conditional: cond must be a float image [{n} (or 1), {c}, {h}, {w}] "
+                             f"in [-1, 1] (all-NaN rows for no condition), got {got}")
+        cond = cond.to(x.device, x.dtype).expand(n, -1, -1, -1)
+        present = ~torch.isnan(cond).flatten(1).all(1)
+        plane = present.to(x.dtype)[:, None, None, None].expand(n, 1, h, w)
+        return torch.cat([x, torch.where(present[:, None, None, None], cond.nan_to_num(0.0), 0.0), plane], dim=1)
+
     def forward(self, x: torch.Tensor, c_noise: torch.Tensor, cond: Cond = None) -> torch.Tensor:
         p = self.config.patch_size
         k = p * 2 ** (self.config.levels - 1)
@@ -220,6 +249,8 @@ class UNet(nn.Module):
                 f"U-Net input must be [N, {self.config.in_channels}, H, W] with H and W divisible by {k}, "
                 f"got {list(x.shape)}"
             )
+        if self.config.cond_channels:
+            x, cond = self._image(x, cond), None
         text = self._text(cond, x.shape[0], self.conv_in.weight.dtype, x.device)
         emb = self.embed(c_noise, text if text is not None else cond)
         h = self.conv_in(F.pixel_unshuffle(x, p) if p > 1 else x)

@@ -60,11 +60,12 @@ class Web:
             raise UnmixError(f"choose an image first ({name} is missing)")
         return read_image_url(f.get(name), entry.shape, name)
 
-    def sampling(self, f: Fields, nfe: int = 32, count: int = 16) -> dict:
-        """sampler, nfe, seed and count, bounded."""
+    def sampling(self, f: Fields, entry: Entry | None = None, nfe: int = 32, count: int = 16) -> dict:
+        """sampler, nfe, seed and count, bounded; sampler and nfe default to the model's own (a distilled model's)."""
         lim = self.limits
-        return {"sampler": f.choice("sampler", DEFAULT_SAMPLER, list_samplers()),
-                "nfe": f.int("nfe", nfe, 1, lim.max_nfe), "seed": f.int("seed", 0, 0, 2**31 - 1),
+        own = (entry.config.get("sampling") if entry is not None else None) or {}
+        return {"sampler": f.choice("sampler", own.get("sampler", DEFAULT_SAMPLER), list_samplers()),
+                "nfe": f.int("nfe", own.get("nfe", nfe), 1, lim.max_nfe), "seed": f.int("seed", 0, 0, 2**31 - 1),
                 "count": f.int("count", count, 1, lim.max_count)}
 
     def steering(self, f: Fields, entry: Entry) -> dict:

@@ -45,7 +45,7 @@ class Entry:
         classes = names[:k] if len(names) >= k else [str(i) for i in range(k)]
         return {"name": self.name, "path": self.path, "shape": list(self.shape), "data": self.data.get("name"),
                 "dataset_size": self.data.get("size"), "classes": classes, "text": self.is_text,
-                "step": self.config.get("step")}
+                "step": self.config.get("step"), "sampling": self.config.get("sampling") or {}}
 
 
 def servable(config: dict, max_side: int) -> str | None:

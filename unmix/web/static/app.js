@@ -42,7 +42,11 @@ const U = {
     const m = U.model();
     U.$("#model-info").textContent = `${m.path} · ${m.data || "?"} · ${m.shape.slice(1).join("x")} ` +
       `${m.shape[0] === 1 ? "grey" : "RGB"}` + (m.classes.length ? ` · ${m.classes.length} classes` : "") +
-      (m.step != null ? ` · step ${m.step}` : "");
+      (m.step != null ? ` · step ${m.step}` : "") +
+      (m.sampling.nfe ? ` · samples with ${m.sampling.sampler} at ${m.sampling.nfe} NFE` : "");
+    // a model's own sampling (a distilled model's native steps), else the page's defaults
+    U.$$("select[name=sampler]").forEach((s) => { s.value = m.sampling.sampler || U.info.default_sampler; });
+    U.$$("input[name=nfe]").forEach((i) => { i.value = m.sampling.nfe || i.defaultValue; });
     U.$$("[data-condition]").forEach((el) => U.condition(el, m));
     U.modelHandlers.forEach((fn) => fn(m));
   },

@@ -16,7 +16,7 @@ async def run(request: Request):
     entry = web.entry(f)
     y = web.image(f, entry)
     strength = f.float("strength", 0.5, 0.0, 1.0)
-    s = web.sampling(f, nfe=20, count=8)
+    s = web.sampling(f, entry, nfe=20, count=8)
     steer = web.steering(f, entry)
     cli = cli_line("edit", entry, "image.png", strength=strength, n=s["count"], sampler=s["sampler"], nfe=s["nfe"],
                    seed=s["seed"], **web.cli_steering(steer))

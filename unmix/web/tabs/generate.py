@@ -15,7 +15,7 @@ async def run(request: Request):
     web = web_of(request)
     f = await web.fields(request)
     entry = web.entry(f)
-    s = web.sampling(f)
+    s = web.sampling(f, entry)
     steer = web.steering(f, entry)
     cli = cli_line("sample", entry, n=s["count"], seed=s["seed"], sampler=s["sampler"], nfe=s["nfe"],
                    **web.cli_steering(steer))

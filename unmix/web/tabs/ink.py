@@ -49,6 +49,9 @@ async def reverse(request: Request):
 
     def work(progress) -> dict:
         model = web.models.model(entry.name)
+        if model.autoencoder is not None:
+            raise UnmixError(f"{entry.name} is a latent model: it denoises latents, not these pixels; "
+                             "choose a pixel-space model to run the ink back")
         x_k = trajectory(x0, sigmas[: index + 1], torch.Generator().manual_seed(seed))[index].to(model.device)
         sigma = sigmas[index]
         if sigma <= 0:

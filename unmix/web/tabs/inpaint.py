@@ -22,7 +22,7 @@ async def run(request: Request):
     if f.get("mask") is None:
         raise UnmixError("paint the part to fill in first (mask is missing)")
     mask = check_mask(read_mask_url(f.get("mask"), entry.shape), y.shape)
-    s = web.sampling(f, nfe=20, count=8)
+    s = web.sampling(f, entry, nfe=20, count=8)
     method = f.choice("method", "repaint", METHODS)
     weight = f.float("weight", 1.0, 0.0, 100.0)
     jump, repeats = f.int("jump", 5, 1, 100), f.int("repeats", 4, 1, 20)

@@ -1,0 +1,121 @@
+"""Progressive distillation of a digits model, 16 -> 8 -> 4 -> 2 -> 1 Euler steps: FD of the students next to their
+teacher at 1-32 NFE, in the digits classifier's feature space (unmix.metrics.evaluate).
+
+    OMP_NUM_THREADS=1 unmix train --data digits --out runs/digits --minutes 5 --threads 1     # the teacher
+    OMP_NUM_THREADS=1 python benchmarks/distill_digits.py train      # ONE round per call (<= --minutes); call 4 times
+    OMP_NUM_THREADS=1 python benchmarks/distill_digits.py eval --n 500   # the table, and results.json in --out
+
+Round r distils the previous round's model (runs/distill_digits/nfe-2K) into runs/distill_digits/nfe-K with
+`unmix.distill.distill` (the library call behind `unmix distill`); the first round's teacher is the trained model
+stepped by EDM's Heun sampler on 16 steps (31 NFE). Each row's FD uses --n samples; the teacher at 32 NFE is drawn
+with three seed ranges, whose spread is the evaluator's seed-to-seed noise.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import torch
+
+from unmix.distill import DONE, DistillSettings, distill
+from unmix.metrics.evaluate import evaluate
+from unmix.model import load
+
+CHAIN = (8, 4, 2, 1)
+
+
+def train_next(teacher: str, out: Path, minutes: float, first: int, batch_size: int) -> None:
+    """Run the first unfinished round of the chain (each call is one bounded job)."""
+    previous = teacher
+    for k in CHAIN:
+        folder = out / f"nfe-{k}"
+        if (folder / DONE).is_file():
+            previous = str(folder)
+            continue
+        t0, c0 = time.time(), time.process_time()
+        settings = DistillSettings(from_nfe=first if k == CHAIN[0] else None, minutes=minutes, batch_size=batch_size,
+                                   threads=1)
+        result = distill(previous, k, folder, settings)
+        cpu = (time.process_time() - c0) / 60
+        print(f"round nfe-{k}: {result.step} steps, stopped by {result.stopped_by}, {(time.time() - t0) / 60:.1f} "
+              f"wall min, {cpu:.1f} CPU min -> {folder}")
+        (folder / "cpu_minutes.json").write_text(json.dumps({"cpu_minutes": cpu}) + "\n")
+        return
+    print("all rounds done")
+
+
+def _row(name: str, model, sampler: str | None, nfe: int, n: int, seed: int = 0) -> dict:
+    t0 = time.perf_counter()
+    x = model.sample(n, seed=seed, sampler=sampler, nfe=nfe)
+    seconds = time.perf_counter() - t0
+    metrics = evaluate(x, "digits")
+    row = {"model": name, "sampler": sampler or model.sampling.get("sampler"), "nfe": nfe, "seed": seed,
+           "fd": metrics["fd"], "precision": metrics["precision"], "recall": metrics["recall"],
+           "images_per_s": n / seconds}
+    print(f"{name:14s} {row['sampler']:6s} NFE {nfe:3d}  FD {row['fd']:8.3f}  P {row['precision']:.3f}  "
+          f"R {row['recall']:.3f}  {row['images_per_s']:8.0f} img/s", flush=True)
+    return row
+
+
+def _minutes(folder: Path) -> dict:
+    """Wall-clock training minutes of a round (its stats.jsonl) and the process's CPU minutes where recorded."""
+    lines = (folder / "stats.jsonl").read_text().splitlines()
+    cpu = folder / "cpu_minutes.json"
+    return {"wall": float(json.loads(lines[-1])["seconds"]) / 60 if lines else float("nan"),
+            "cpu": json.loads(cpu.read_text())["cpu_minutes"] if cpu.is_file() else None}
+
+
+def evaluate_all(teacher: str, out: Path, n: int) -> dict:
+    torch.set_num_threads(1)
+    rows = []
+    model = load(teacher)
+    for nfe in (1, 2, 4, 8, 16):
+        rows.append(_row("teacher", model, "auto", nfe, n))
+    noise = [_row("teacher", model, "auto", 32, n, seed) for seed in (0, 100_000, 200_000)]
+    rows += noise
+    rows.append(_row("teacher", model, "euler", 16, n))
+    rows.append(_row("teacher", model, "heun", 31, n))
+    costs = {}
+    for k in CHAIN:
+        folder = out / f"nfe-{k}"
+        if not (folder / DONE).is_file():
+            continue
+        student = load(folder)
+        assert student.sampling == {"sampler": "euler", "nfe": k}
+        rows.append(_row(f"student nfe-{k}", student, None, k, n))
+        costs[k] = _minutes(folder)
+    fds = [r["fd"] for r in noise]
+    result = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "machine": platform.processor() or
+              platform.machine(), "threads": 1, "n": n, "teacher": teacher, "rows": rows,
+              "teacher32_fd_mean": statistics.mean(fds), "teacher32_fd_sd": statistics.stdev(fds),
+              "round_minutes": costs, "total_distill_wall_minutes": sum(c["wall"] for c in costs.values())}
+    print(f"teacher@32 FD {result['teacher32_fd_mean']:.3f} +- {result['teacher32_fd_sd']:.3f} (3 seed ranges); "
+          f"distillation {result['total_distill_wall_minutes']:.1f} wall minutes over {len(costs)} rounds; per round {costs}")
+    (out / "results.json").write_text(json.dumps(result, indent=2) + "\n")
+    return result
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("stage", choices=("train", "eval"))
+    p.add_argument("--teacher", default="runs/digits")
+    p.add_argument("--out", default="runs/distill_digits")
+    p.add_argument("--minutes", type=float, default=5.0, help="Training minutes of one round.")
+    p.add_argument("--from-nfe", type=int, default=16, help="The teacher's Heun steps in the first round.")
+    p.add_argument("--batch-size", type=int, default=32, help="Images per step (small: more steps per CPU minute).")
+    p.add_argument("--n", type=int, default=500, help="Samples per row (FD grows as n falls: compare rows at equal n).")
+    a = p.parse_args()
+    torch.set_num_threads(1)
+    if a.stage == "train":
+        train_next(a.teacher, Path(a.out), a.minutes, a.from_nfe, a.batch_size)
+    else:
+        evaluate_all(a.teacher, Path(a.out), a.n)
+
+
+if __name__ == "__main__":
+    main()
