@@ -2,7 +2,7 @@
 
     python benchmarks/text_emoji.py sweep RUN                  # guidance 1/2/3/5 on docs/text_sweep_prompts.txt
     python benchmarks/text_emoji.py eval RUN --guidance W      # docs/text_eval_prompts.txt at W, 1 and prompt-free
-    python benchmarks/text_emoji.py grid RUN --guidance W      # docs/text_grid.png from docs/text_grid_prompts.txt
+    python benchmarks/text_emoji.py grid RUN --guidance W      # docs/text_grid.png (--png PATH) from text_grid_prompts.txt
     python benchmarks/text_emoji.py speed RUN --guidance W     # 64 prompted samples, the encoder's share
 
 Prompt files are fixed (see docs/text.md): the eval and sweep prompts are disjoint sets of training emoji's short
@@ -110,7 +110,7 @@ def labelled_grid(x: torch.Tensor, prompts: list[str], k: int, scale: int = 3, l
 def stage_grid(model, args) -> None:
     prompts = read_lines(DOCS / "text_grid_prompts.txt")
     x, each, s = draw(model, prompts, 4, args.guidance, args.nfe, args.sampler)
-    labelled_grid(x, prompts, 4).save(DOCS / "text_grid.png")
+    labelled_grid(x, prompts, 4).save(args.png or DOCS / "text_grid.png")
     per_prompt = {}
     for i, p in enumerate(prompts):
         m = prompt_adherence(x[4 * i: 4 * i + 4], each[4 * i: 4 * i + 4])
@@ -118,8 +118,8 @@ def stage_grid(model, args) -> None:
         names = emoji_identity().index.names
         per_prompt[p] = {k: v for k, v in m.items() if v is not None and k not in ("n",)}
         per_prompt[p]["classified_as"] = [names[j] for j in probs.argmax(1).tolist()]
-    record(f"grid/w{args.guidance:g}/nfe{args.nfe}", {"guidance": args.guidance, "seconds": round(s, 1),
-                                                      "per_prompt": per_prompt})
+    record(f"grid/{Path(args.run).name}/w{args.guidance:g}/nfe{args.nfe}",
+           {"guidance": args.guidance, "seconds": round(s, 1), "per_prompt": per_prompt})
     for p, m in per_prompt.items():
         print(f"{p:>16s}: {m['classified_as']}")
 
@@ -158,6 +158,7 @@ def main() -> None:
     ap.add_argument("--nfe", type=int, default=32)
     ap.add_argument("--sampler", default=None)
     ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--png", default=None, help="grid: where the picture goes (default docs/text_grid.png)")
     args = ap.parse_args()
     torch.set_num_threads(1)
     if args.guidance is None:

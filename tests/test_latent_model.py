@@ -46,8 +46,8 @@ def test_sample_draws_latents_and_decodes_them_to_the_image_shape():
     assert x.shape == (3, 3, 16, 16) and x.min() >= -1 and x.max() <= 1
     assert seen and all(a == b == (3, 3, 16, 16) for a, b in seen)  # the callback sees images too
     lo, hi = model.recipe.sigma_range()
-    z = sample(model.denoiser, (3, 4, 4, 4), "euler", 4, generator=generators_from_seeds([5, 6, 7]), sigma_min=lo,
-               sigma_max=hi)
+    z = sample(model.denoiser, (3, 4, 4, 4), "euler", 4, generator=generators_from_seeds([5, 6, 7]),
+               sigma_limits=(lo, hi))
     with torch.no_grad():
         expect = model.autoencoder.decode(z).clamp(-1, 1)
     assert torch.equal(x, expect)

@@ -81,3 +81,27 @@ def test_python_errors_speak_python(tmp_path):
         unmix.train("digits", steps="ten", out=str(tmp_path / "r"), progress=False)
     with pytest.raises(UnmixError, match="can draw images"):
         unmix.save_grid(torch.zeros(3), tmp_path / "g.png")
+
+
+def _walked(model, **kwargs) -> list[float]:
+    seen = []
+    model.sample(2, callback=lambda step, sigma, x, x0: seen.append(float(sigma)), **kwargs)
+    return seen
+
+
+def test_few_step_grids_are_clamped_into_the_recipe_range_not_stretched_onto_it(model):
+    """A budget's grid (narrow for few steps) is kept where it fits the recipe's range and clamped where it does
+    not; a model's own sampling (a distilled model's) walks the whole range it was trained on."""
+    from unmix.samplers import default_sigmas
+
+    budget = default_sigmas("auto", 3, dim=64)[:-1].tolist()
+    assert 0.002 < min(budget) and max(budget) < 80  # strictly inside EDM's range: unchanged
+    assert _walked(model, sampler="auto", nfe=3) == pytest.approx(budget, rel=1e-6)
+    narrow = Model(model.net, Recipe.from_name("edm", sigma_data=0.4, sigma_max=1.0), DATA)
+    walked = _walked(narrow, sampler="auto", nfe=3)  # the top end clamped to 1, the bottom kept, still 3 levels
+    assert walked[0] == pytest.approx(1.0) and walked[-1] == pytest.approx(min(budget), rel=1e-6)
+    assert len(walked) == 3 and walked == sorted(walked, reverse=True) and len(set(walked)) == 3
+    own = Model(model.net, model.recipe, DATA, sampling={"sampler": "euler", "nfe": 4})
+    walked = _walked(own)
+    assert len(walked) == 4 and walked[0] == pytest.approx(80.0) and min(walked) > 0.002
+    assert _walked(own, sampler="euler", nfe=4, sigma_max=10.0)[0] == pytest.approx(10.0)  # explicit ends win

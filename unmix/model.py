@@ -201,7 +201,7 @@ class Model:
                generator=None, prompts=None, negative_prompt: str | None = None, **options) -> torch.Tensor:
         """n samples [n, *shape], clamped to [-1, 1]. Sample i uses seed + i (or seeds[i]), so it does not
         depend on n or the batch size; `generator` (one, or one per sample) replaces the seeds. sampler and nfe
-        default to the model's own (`sampling`, e.g. a distilled model's native step count), else ipndm at 32.
+        default to the model's own (`sampling`, e.g. a distilled model's native step count), else auto at 32.
         `callback(step, sigma, x, x0_hat)` sees each batch's steps."""
         keys = self._seeds(n, seed, seeds, generator)
         if not isinstance(batch_size, int) or batch_size < 1:
@@ -209,20 +209,30 @@ class Model:
         device = pick_device(str(device)) if device is not None else self.device
         self.to(device)
         denoiser, cond = self._steered(n, labels, guidance, prompts, negative_prompt)
-        sigma_min, sigma_max = self.recipe.sigma_range()
+        sampler = sampler if sampler is not None else self.sampling.get("sampler", DEFAULT_SAMPLER)
+        nfe = nfe if nfe is not None else self.sampling.get("nfe", 32)
+        ends = self._grid_ends(sampler, nfe, options)
         shared = isinstance(generator, torch.Generator)
         out = []
         for lo in range(0, n, batch_size):
             hi = min(n, lo + batch_size)
             gens = generator if shared else (keys[lo:hi] if generator is not None else generators_from_seeds(keys[lo:hi]))
-            x = sample(denoiser, (hi - lo, *self.latent_shape),
-                       sampler if sampler is not None else self.sampling.get("sampler", DEFAULT_SAMPLER),
-                       nfe if nfe is not None else self.sampling.get("nfe", 32), generator=gens,
-                       device=device, sigma_min=sigma_min, sigma_max=sigma_max,
+            x = sample(denoiser, (hi - lo, *self.latent_shape), sampler, nfe, generator=gens, device=device,
                        cond=None if cond is None else cond[lo:hi].to(device), callback=self._decoding(callback),
-                       **options)
+                       **ends, **options)
             out.append((x if self.autoencoder is None else self.autoencoder.decode(x)).float().clamp(-1, 1).cpu())
         return torch.cat(out)
+
+    def _grid_ends(self, sampler: str, nfe: int, options: dict) -> dict:
+        """How the sampler's grid meets the recipe's noise range. The model's own sampler and step count (a
+        distilled model's) walk the whole range: it is the grid the model was trained on. Any other budget keeps
+        the samplers' budget grid, clamped into the range. Explicit sigmas / sigma_min / sigma_max win."""
+        if options.keys() & {"sigmas", "sigma_min", "sigma_max"}:
+            return {}
+        lo, hi = self.recipe.sigma_range()
+        if self.sampling and (sampler, nfe) == (self.sampling.get("sampler"), self.sampling.get("nfe")):
+            return {"sigma_min": lo, "sigma_max": hi}
+        return {"sigma_limits": (lo, hi)}
 
     @torch.no_grad()
     def inpaint(self, image: torch.Tensor, mask, n: int = 8, seed: int = 0, labels=None,

@@ -367,12 +367,21 @@ def budget_sigma_range(steps: int) -> tuple[float, float]:
 
 
 def default_sigmas(sampler: str, nfe: int, sigma_min: float | None = None, sigma_max: float | None = None,
-                   dim: int | None = None) -> torch.Tensor:
+                   dim: int | None = None, sigma_limits: tuple[float, float] | None = None) -> torch.Tensor:
     """The grid `sample()` walks for this sampler and NFE budget (positive levels, then 0).
 
     "searched" samplers walk schedules.searched_sigmas (which may use `dim`, the values per sample);
-    the others a Karras grid (rho = 7) whose unset ends come from budget_sigma_range.
+    the others a Karras grid (rho = 7) whose unset ends come from budget_sigma_range. `sigma_limits` (a
+    trained model's noise range) clamps the budget grid's ends into it rather than stretching the grid onto it:
+    stretching a few-step grid onto (0.002, 80) cost a trained digits model FD 68 against 25 at NFE 3.
     """
+    if sigma_limits is not None and sigma_min is None and sigma_max is None:
+        lo, hi = sigma_limits
+        budget = default_sigmas(sampler, nfe, dim=dim)
+        top, bottom = float(budget[0]), float(budget[-2])
+        if lo <= bottom and top <= hi:
+            return budget
+        return default_sigmas(sampler, nfe, min(max(bottom, lo), hi), max(min(top, hi), lo), dim)
     spec = get_sampler(sampler)
     if not isinstance(nfe, int) or nfe < spec.min_nfe:
         raise UnmixError(f"sampler {sampler!r} needs nfe >= {spec.min_nfe}, got {nfe}")
@@ -408,6 +417,7 @@ def sample(
     sigmas: torch.Tensor | None = None,
     sigma_min: float | None = None,
     sigma_max: float | None = None,
+    sigma_limits: tuple[float, float] | None = None,
     x_init: torch.Tensor | None = None,
     dtype: torch.dtype = torch.float32,
     device: torch.device | str | None = None,
@@ -419,7 +429,8 @@ def sample(
     `generator` may be one torch.Generator for the batch or a list of one per sample (then a batch
     equals the same seeds run one by one); `seed` is shorthand for torch.Generator().manual_seed(seed).
     `sigmas` overrides the default grid (see default_sigmas; sigma_min / sigma_max override its
-    ends); `x_init` overrides the start noise (already scaled by the grid's first level).
+    ends, sigma_limits clamps it into a model's range); `x_init` overrides the start noise (already scaled by
+    the grid's first level).
     Extra keyword options go to the sampler (eta, churn, order, ...).
     """
     spec = get_sampler(sampler)
@@ -441,7 +452,8 @@ def sample(
             raise UnmixError("pass either seed or generator, not both")
         generator = torch.Generator().manual_seed(seed)
     dim = math.prod(shape[1:])
-    grid = default_sigmas(sampler, nfe, sigma_min, sigma_max, dim) if sigmas is None else torch.as_tensor(sigmas)
+    grid = default_sigmas(sampler, nfe, sigma_min, sigma_max, dim, sigma_limits) if sigmas is None \
+        else torch.as_tensor(sigmas)
     _levels(grid)
     if x_init is None:
         x_init = rng.randn(shape, generator, dtype, device) * float(grid[0])
