@@ -18,6 +18,10 @@ ImageCondObjective and U-Net on a fixed pool of training triples; the real recip
     python benchmarks/product_photos.py train --size 32 --level clutter --minutes 8 --out runs/product_tiny
     python benchmarks/product_photos.py clean runs/product_tiny --n 100 --level clutter   # vs the baselines
 
+and for the product model of `unmix train --data product` (alpha given the photo, composited on white):
+
+    python benchmarks/product_photos.py clean runs/product32 --n 100 --level clutter
+
 Needs opencv-python-headless (works offline). Time per image is this process's wall clock at 1 thread; the
 training clock is this process's CPU time.
 """
@@ -33,6 +37,7 @@ import torch
 
 from unmix.data.products import LEVELS, ProductTriples
 from unmix.fsutil import atomic_path, save_safetensors
+from unmix.guidance import ClassifierFreeGuidance
 from unmix.losses import Recipe
 from unmix.metrics.product import composite_on_white, mask_iou, psnr, ssim
 from unmix.nets import build_net, net_config
@@ -125,10 +130,13 @@ def _save(out: Path, net, obj, step: int, **info) -> None:
                                   indent=1))
 
 
-def clean_measure(folder: Path, n: int, level: str, split: str, seed: int, nfe: int) -> dict[str, dict[str, float]]:
+def clean_measure(folder: Path, n: int, level: str, split: str, seed: int, nfe: int,
+                  guidance: float | None = None) -> dict[str, dict[str, float]]:
     """The trained model's *clean* on n triples next to the baselines, same triples and measures."""
     from safetensors.torch import load as load_tensors
 
+    if not (folder / "config.json").exists() or "size" not in json.loads((folder / "config.json").read_text()):
+        return alpha_measure(folder, n, level, split, seed, nfe, guidance)
     cfg = json.loads((folder / "config.json").read_text())
     net = build_net(cfg["net"])
     net.load_state_dict(load_tensors((folder / "model.safetensors").read_bytes()))
@@ -143,6 +151,30 @@ def clean_measure(folder: Path, n: int, level: str, split: str, seed: int, nfe: 
     mask = (pred < 1 - WHITE_TOLERANCE).any(1, keepdim=True).float()
     out[f"diffusion-{nfe}nfe"] = {"psnr": float(psnr(pred, t.white).median()), "ssim": float(ssim(pred, t.white).median()),
                                   "iou": float(mask_iou(mask, t.mask).median()), "ms_per_image": ms}
+    return out
+
+
+def alpha_measure(folder: Path, n: int, level: str, split: str, seed: int, nfe: int,
+                  guidance: float | None = None) -> dict[str, dict[str, float]]:
+    """A product model of `unmix train --data product` (x0 = [alpha, photo] given the photo): its sampled alpha
+    composites the photo on white (unmix.product), next to the baselines on the same triples."""
+    import unmix
+    from unmix.product import _alpha_of, check_product_model, on_white
+
+    model = unmix.load(folder)
+    check_product_model(model)
+    size = model.shape[-1]
+    out = measure(level, n, size, split, seed)
+    t = ProductTriples(size, level, split, seed=seed).triples(range(n))
+    start = time.perf_counter()
+    with torch.no_grad():
+        d = model.denoiser if guidance is None else ClassifierFreeGuidance(model.denoiser, scale=guidance)
+        a = _alpha_of(sample(d, (n, 4, size, size), "heun", nfe, seed=0, cond=t.busy))
+    ms = (time.perf_counter() - start) / n * 1000
+    pred = on_white(t.busy, a)
+    name = f"unmix-alpha-{nfe}nfe" + (f"-w{guidance:g}" if guidance is not None else "")
+    out[name] = {"psnr": float(psnr(pred, t.white).median()), "ssim": float(ssim(pred, t.white).median()),
+                 "iou": float(mask_iou((a > 0.5).float(), t.mask).median()), "ms_per_image": ms}
     return out
 
 
@@ -170,11 +202,12 @@ def main() -> None:
         ap.add_argument("--split", default="test", choices=("train", "test"))
         ap.add_argument("--nfe", type=int, default=17)
         ap.add_argument("--seed", type=int, default=0)
+        ap.add_argument("--guidance", type=float, default=None, help="product models: guidance scale on the photo")
         a = ap.parse_args()
         if a.command == "train":
             train(a.out, a.size, a.level, a.minutes, a.pool, a.batch, a.channels, a.seed)
         else:
-            rows = clean_measure(a.folder, a.n, a.level, a.split, a.seed, a.nfe)
+            rows = clean_measure(a.folder, a.n, a.level, a.split, a.seed, a.nfe, a.guidance)
             print(f"{a.n} triples, split {a.split}, level {a.level}, seed {a.seed}: medians")
             _table(a.level, rows)
         return

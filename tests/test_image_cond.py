@@ -3,7 +3,6 @@ import math
 
 import pytest
 import torch
-import torch.nn.functional as F
 
 from unmix import product
 from unmix.errors import UnmixError
@@ -164,21 +163,60 @@ def test_letterbox_round_trip_and_replicated_padding():
     assert torch.equal(x[:, 0], wide[:, 0]) and torch.equal(x[:, 7], wide[:, -1])  # edge rows repeated
 
 
-def test_clean_with_a_denoiser_that_returns_its_condition_gives_back_the_photo():
-    """A closed form: D(x, sigma, cond) = cond means "the product on white is the photo itself"; clean must then
-    return the photo, up to the resampling of fitting a 12x20 photo to a 16 px model and back."""
-    g = torch.Generator().manual_seed(1)
-    low = torch.rand(1, 3, 3, 5, generator=g) * 2 - 1
-    photo = F.interpolate(low, size=(12, 20), mode="bilinear", align_corners=False)[0]
-    out = product.clean(lambda x, sigma, cond: cond.expand_as(x), photo, 16, nfe=3)
+def _ideal_product_denoiser(x, sigma, cond=None):
+    """A closed-form product model (x = [alpha, photo]) for photos whose product is the red pixels: given the photo
+    it knows the alpha exactly (and the photo); with no condition it returns "nothing here" on grey."""
+    if cond is None or bool(torch.isnan(cond).all()):
+        return torch.cat([-torch.ones_like(x[:, :1]), torch.zeros_like(x[:, 1:])], 1)
+    red = ((cond[:, :1] > 0.5) & (cond[:, 1:2] < -0.5)).to(x.dtype) * 2 - 1
+    return torch.cat([red, cond], 1).expand_as(x)
+
+
+def _red_product_photo(h: int, w: int, top: int, left: int, ph: int, pw: int, seed: int = 0) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    photo = torch.rand(3, h, w, generator=g) * 0.8 - 0.6  # a busy background with no red pixel (red <= 0.2)
+    photo[:, top:top + ph, left:left + pw] = torch.tensor([0.9, -0.8, -0.7])[:, None, None]
+    photo[1, top + 1, left + 1] = -0.6  # the product is not flat: its own pixels must survive exactly
+    return photo
+
+
+def test_clean_with_the_ideal_alpha_keeps_the_product_pixels_and_whitens_the_rest():
+    """The closed form: with the exact alpha, clean is the photo inside the product and white outside."""
+    photo = _red_product_photo(16, 16, 4, 3, 6, 9)
+    out = product.clean(_ideal_product_denoiser, photo, 16, nfe=3)
+    inside = torch.zeros(16, 16, dtype=torch.bool)
+    inside[4:10, 3:12] = True
+    assert torch.equal(out[:, inside], photo[:, inside])
+    assert bool((out[:, ~inside] == 1).all())
+
+
+def test_scene_keeps_the_product_pixels_bit_for_bit_at_any_size():
+    photo = _red_product_photo(21, 34, 5, 9, 10, 14, seed=2)
+    out = product.scene(_ideal_product_denoiser, photo, 16, nfe=4, clean_nfe=3)
+    inside = torch.zeros(21, 34, dtype=torch.bool)  # the product less 2 px: its mask, seen at 16 px, is soft there
+    inside[7:13, 11:21] = True
     assert out.shape == photo.shape
-    assert (out - photo).abs().max() < 0.1
+    assert torch.equal(out[:, inside], photo[:, inside])
+    outside = torch.ones(21, 34, dtype=torch.bool)
+    outside[3:17, 7:25] = False
+    assert (out[:, outside] - photo[:, outside]).abs().mean() > 0.1  # the background is a new one
+    with pytest.raises(UnmixError, match="prompt"):
+        product.scene(_ideal_product_denoiser, photo, 16, prompt="on a beach")
 
 
-def test_clean_runs_the_trained_image_conditioned_net(trained):
-    denoiser, cond, target = trained
-    out = product.clean(denoiser, cond[0], 8, nfe=9)
-    assert out.shape == (3, 8, 8) and (out - target[0]).pow(2).mean() < 0.05
+def test_square_photo_outpaints_a_product_cut_by_the_frame_and_keeps_its_pixels():
+    photo = _red_product_photo(10, 16, 1, 0, 6, 8, seed=3)  # the product touches the left edge
+    out = product.square_photo(_ideal_product_denoiser, photo, 16, margin=0.25, nfe=4, clean_nfe=3)
+    assert out.shape == (3, 12, 12)  # the 6x8 product (the ideal outpainting adds none) + 2 * 2 of white
+    assert torch.equal(out[:, 3:9, 2:10], photo[:, 1:7, 0:8])
+    whole = _red_product_photo(10, 16, 1, 4, 6, 8, seed=3)  # not cut: centred on white, no outpainting
+    assert torch.equal(product.square_photo(_ideal_product_denoiser, whole, 16, margin=0.25, clean_nfe=3), out)
+
+
+def test_clean_of_a_photo_with_no_product_is_one_clear_error():
+    photo = _red_product_photo(16, 16, 0, 0, 0, 0)
+    with pytest.raises(UnmixError, match="no product found"):
+        product.clean(_ideal_product_denoiser, photo, 16, nfe=3)
 
 
 def test_square_centres_the_product_on_white_with_its_pixels_unchanged():

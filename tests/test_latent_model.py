@@ -141,7 +141,8 @@ def test_cli_trains_both_stages_and_samples_the_latent_run(tmp_path, capsys):
                        "--channels", 8, "--batch", 16, "--threads", 1, "--sample-every", 6)
     assert code == 0, err
     assert "reconstruction PSNR" in err and (ae / "samples.png").is_file()
-    code, _, err = cli(capsys, "train", "--data", "digits", "--latent", ae, "--out", lat, "--steps", 4, "--channels", 8,
+    code, _, err = cli(capsys, "train", "--data", "digits", "--latent", "--autoencoder", ae, "--out", lat, "--steps", 4,
+                       "--channels", 8,
                        "--batch-size", 8, "--threads", 1, "--nfe", 4, "--sample-every", 4)
     assert code == 0, err
     config = json.loads((lat / "checkpoint-00000004" / "config.json").read_text())
@@ -153,5 +154,26 @@ def test_cli_trains_both_stages_and_samples_the_latent_run(tmp_path, capsys):
     assert code == 0, err
     x = np.load(npy)
     assert x.shape == (3, 1, 8, 8) and x.min() >= -1 and x.max() <= 1
-    code, _, err = cli(capsys, "train", "--data", "emoji", "--latent", lat, "--out", tmp_path / "e", "--steps", 1)
+    code, _, err = cli(capsys, "train", "--data", "emoji", "--latent", "--autoencoder", lat, "--out", tmp_path / "e",
+                       "--steps", 1)
     assert code == 2 and err.count("\n") == 1 and "the autoencoder was trained on 1x8x8 images" in err
+
+
+def test_one_command_trains_the_autoencoder_then_the_diffusion_inside_one_budget(tmp_path, capsys):
+    """`unmix train --latent` alone: the autoencoder into OUT/autoencoder (its share of --minutes), then the
+    diffusion on its latents; the same command again goes straight to the diffusion, and --resume continues it."""
+    out = tmp_path / "one"
+    args = ("train", "--data", "digits", "--latent", "--out", out, "--minutes", 0.05, "--steps", 3, "--channels", 8,
+            "--batch-size", 8, "--threads", 1, "--nfe", 2, "--sample-every", 3)
+    code, _, err = cli(capsys, *args)
+    assert code == 0, err
+    assert "stage 1" in err and "reconstruction PSNR" in err and (out / "autoencoder" / "finished.json").is_file()
+    stage1 = json.loads((out / "autoencoder" / "finished.json").read_text())
+    config = json.loads((out / "checkpoint-00000003" / "config.json").read_text())
+    assert config["autoencoder"]["latent_scale"] == stage1["latent_scale"] != 1.0
+    assert config["train"]["minutes"] < 0.05  # the diffusion got what the autoencoder left
+    code, _, err = cli(capsys, *args[:-2], "--steps", 5, "--resume")
+    assert code == 0, err
+    assert "stage 1" not in err and (out / "checkpoint-00000005").is_dir()
+    code, _, err = cli(capsys, "train", "--autoencoder", out / "autoencoder", "--out", tmp_path / "x")
+    assert code == 2 and "--autoencoder is for latent diffusion: add --latent" in err

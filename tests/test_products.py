@@ -141,3 +141,19 @@ def test_product_metrics_match_references():
     alpha = torch.tensor([0.0, 1.0]).reshape(2, 1, 1, 1)
     torch.testing.assert_close(composite_on_white(x[:2], alpha)[0], torch.ones(3, 16, 16))
     torch.testing.assert_close(composite_on_white(x[:2], alpha)[1], x[1])
+
+
+def test_the_trainers_product_dataset_is_alpha_and_photo_given_the_photo():
+    """`unmix train --data product`: x0 = [alpha in [-1, 1], busy photo], cond = the busy photo, from the same
+    triples as ProductTriples (same seed, same items); only 32 and 64 px recipes."""
+    from unmix.data import load_dataset
+
+    ds = load_dataset("product", 32)
+    assert ds.name == "product" and ds.shape == (4, 32, 32) and ds.cond_shape == (3, 32, 32)
+    x0, cond = ds.batch(torch.tensor([5, 2]))
+    t = P.ProductTriples(32, "clutter", "train").triples([5, 2])
+    assert torch.equal(x0[:, 1:], t.busy) and torch.equal(cond, t.busy)
+    assert torch.equal(x0[:, :1], t.mask * 2 - 1)
+    assert ds.describe()["task"] == "product"
+    with pytest.raises(UnmixError, match="32 or 64"):
+        load_dataset("product", 48)

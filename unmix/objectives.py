@@ -79,6 +79,10 @@ class ImageCondObjective(DiffusionObjective):
         return self.recipe.loss(self.recipe.denoiser(net), x0, draws["sigma"].to(x0.device),
                                 draws["noise"].to(x0.device), cond)
 
+    def preview(self, net: nn.Module, dataset) -> torch.Tensor:
+        """The training preview: the dataset's own picture of what the net makes of its conditions."""
+        return dataset.preview(self.recipe.denoiser(net), device=next(net.parameters()).device)
+
 
 def split(draws: dict[str, torch.Tensor], sl: slice, device) -> dict[str, torch.Tensor]:
     """The rows `sl` of every draw, on `device`."""

@@ -1,21 +1,32 @@
-"""Product photos on white: busy photo -> the product on clean white (*clean*), then framed square (*square*).
+"""Product photos for a listing: busy photo -> the product on clean white (*clean*), framed square (*square*), or
+the same product in a newly generated scene (*scene*), all from one model trained by `unmix train --data product`.
 
-*clean* is image-conditioned diffusion (SR3 / Palette, see unmix.nets.unet): a denoiser trained on
-unmix.data.products triples predicts the whole white-background image, given the busy photo as its condition.
+The model (unmix.data.products.ProductJob) is an image-conditioned denoiser (SR3 / Palette concatenation, see
+unmix.nets.unet) of four channels, x0 = [alpha, photo], trained with the photo as its condition and the condition
+dropped for a share of the draws:
+
+- *clean* samples the alpha given the photo and composites the photo's own pixels on white through it, so the
+  product's pixels are the photo's (design: a mask learns far faster on a CPU budget than a whole white image,
+  and it cannot repaint the product; measured in docs/product_photos.md);
+- *scene* drops the condition and inpaints (unmix.inpaint, RePaint) the photo channels around the product with its
+  pixels and the alpha known: a new background drawn from the model's (photo, alpha) distribution; the product's
+  pixels are pasted back at the input's resolution, bit for bit;
+- *square* centres the product on a white square; where the product is cut by the photo's frame, the missing
+  border is outpainted the same way (photo and alpha unknown there) and composited on white through its alpha.
+
 Any photo size works: it is letterboxed into the model's square frame (scaled so its long side fits, the short
-side padded by repeating its edge pixels, so the padding looks like more background, not a new object), cleaned,
-and the letterbox undone back to the input's size.
-
-*square* frames a white-background image for a marketplace listing: the product (the pixels that are not white)
-is cut out with a margin and centred on a white square. A product cut by the frame needs outpainting, which is
-not part of this module yet.
+side padded by repeating its edge pixels, so the padding looks like more background, not a new object), and the
+results are brought back to the input's size.
 """
 from __future__ import annotations
+
+import functools
 
 import torch
 import torch.nn.functional as F
 
 from unmix.errors import UnmixError
+from unmix.guidance import ClassifierFreeGuidance
 from unmix.samplers import sample
 
 WHITE_TOLERANCE = 0.08  # a pixel is background when every channel is within this of white (1.0), in [-1, 1] units
@@ -57,18 +68,79 @@ def unletterbox(x: torch.Tensor, box: tuple[int, int, int, int], size: tuple[int
     return F.interpolate(x[None], size=size, mode="bicubic", align_corners=False)[0].clamp(-1, 1)
 
 
-def clean(denoiser, image: torch.Tensor, size: int, *, sampler: str = "heun", nfe: int = 33, seed: int = 0,
+def check_product_model(model) -> None:
+    """A loaded Model is a product model (trained by `unmix train --data product`), or one clear error."""
+    data = getattr(model, "data", None) or {}
+    if data.get("task") != "product" or tuple(getattr(model, "shape", ()))[:1] != (4,):
+        where = getattr(model, "checkpoint", None) or "this model"
+        raise UnmixError(f"{where} is not a product model (it was trained on {data.get('name', 'unknown data')!r}); "
+                         "train one with unmix train --data product")
+
+
+def _alpha_of(x: torch.Tensor) -> torch.Tensor:
+    """The alpha channel of [.., 4, S, S] samples in [-1, 1] -> [0, 1], with the confident ends snapped to exactly 0
+    and 1 (below 0.1 and above 0.9), so the product's inner pixels come out as the photo's own."""
+    return ((x[..., :1, :, :].clamp(-1, 1) + 1) / 2 - 0.1).div(0.8).clamp(0, 1)
+
+
+def alpha(denoiser, image: torch.Tensor, size: int, *, sampler: str = "heun", nfe: int = 33, seed: int = 0,
           guidance=None) -> torch.Tensor:
-    """Busy photo [3, H, W] -> the product on white [3, H, W], both in [-1, 1], by an image-conditioned denoiser
-    trained at `size` (D(x, sigma, cond) with cond the letterboxed photo [1, 3, size, size]). `guidance` is a
-    wrapper factory (e.g. functools.partial(ClassifierFreeGuidance, scale=2.0)) or None for plain conditional
-    sampling."""
+    """The product's alpha [1, H, W] in [0, 1] of a busy photo [3, H, W], sampled by a product denoiser trained at
+    `size` (D(x, sigma, cond), x = [alpha, photo], cond = the letterboxed photo [1, 3, size, size]). `guidance`
+    is a wrapper factory (e.g. functools.partial(ClassifierFreeGuidance, scale=2.0)) or None."""
     image = check_photo(image)
     x, box = letterbox(image, size)
     d = denoiser if guidance is None else guidance(denoiser)
     with torch.no_grad():
-        out = sample(d, (1, 3, size, size), sampler, nfe, seed=seed, cond=x[None])[0].clamp(-1, 1)
-    return unletterbox(out, box, tuple(image.shape[1:]))
+        out = sample(d, (1, 4, size, size), sampler, nfe, seed=seed, cond=x[None])[0]
+    return unletterbox(_alpha_of(out), box, tuple(image.shape[1:])).clamp(0, 1)
+
+
+def on_white(image: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
+    """The photo composited on white through alpha a: 1 (1 - a) + image a (where a = 1: the photo's pixels)."""
+    return torch.where(a >= 1, image, 1 + a * (image - 1))
+
+
+def product_mask(a: torch.Tensor) -> torch.Tensor:
+    """The product's binary mask (alpha > 0.5), or "no product found" when it is empty."""
+    m = a > 0.5
+    if not bool(m.any()):
+        raise UnmixError("no product found: the model sees no object in the photo (its mask is empty)")
+    return m
+
+
+def clean(denoiser, image: torch.Tensor, size: int, **options) -> torch.Tensor:
+    """Busy photo [3, H, W] -> the product on white [3, H, W], both in [-1, 1] (options: those of `alpha`)."""
+    image = check_photo(image)
+    a = alpha(denoiser, image, size, **options)
+    product_mask(a)
+    return on_white(image, a)
+
+
+def _fill(denoiser, y: torch.Tensor, unknown: torch.Tensor, *, nfe: int, seed: int) -> torch.Tensor:
+    """[alpha, photo] [4, S, S] completed where `unknown` [4, S, S] by the product model with its condition
+    dropped (the unconditional model of (alpha, photo) pairs), RePaint (Lugmayr et al. 2022) resampling."""
+    from unmix.inpaint import inpaint
+
+    with torch.no_grad():
+        return inpaint(denoiser, y, unknown, 1, method="repaint", sampler="heun", nfe=nfe, seed=seed)[0].clamp(-1, 1)
+
+
+def scene(denoiser, image: torch.Tensor, size: int, *, prompt: str | None = None, seed: int = 0, nfe: int = 20,
+          clean_nfe: int = 33, guidance=None) -> torch.Tensor:
+    """The photo's product, its pixels unchanged, in a new background drawn by the model around it (inpainting
+    with the product's pixels and mask known); [3, H, W] at the input's size."""
+    if prompt is not None:
+        raise UnmixError("prompt= needs a text-conditioned product model, and product models are not yet; "
+                         "leave prompt=None")
+    image = check_photo(image)
+    full = product_mask(alpha(denoiser, image, size, nfe=clean_nfe, seed=seed, guidance=guidance))
+    x, box = letterbox(image, size)
+    m = letterbox(full.float(), size)[0] > 0.5
+    y = torch.cat([m.float() * 2 - 1, x])
+    out = _fill(denoiser, y, torch.cat([torch.zeros_like(m), (~m).expand(3, -1, -1)]), nfe=nfe, seed=seed)
+    background = unletterbox(out[1:], box, tuple(image.shape[1:]))
+    return torch.where(full, image, background)
 
 
 def product_box(white: torch.Tensor, tolerance: float = WHITE_TOLERANCE) -> tuple[int, int, int, int]:
@@ -96,4 +168,81 @@ def square(white: torch.Tensor, margin: float = 0.1, tolerance: float = WHITE_TO
     return out
 
 
-__all__ = ["clean", "square", "letterbox", "unletterbox", "product_box", "check_photo"]
+def square_photo(denoiser, image: torch.Tensor, size: int, *, margin: float = 0.1, seed: int = 0, nfe: int = 20,
+                 clean_nfe: int = 33, border: float = 0.25, guidance=None) -> torch.Tensor:
+    """Busy photo [3, H, W] -> the product on a white square (see `square`). When the product touches the photo's
+    frame it is taken to be cut by it: the photo is framed by `border` (a fraction of its long side) of unknown
+    pixels on every side, made square, and the model outpaints photo and alpha there (condition dropped) before
+    the whole is composited on white and squared."""
+    if not 0 <= margin <= 1:
+        raise UnmixError(f"margin= must be between 0 and 1 (a fraction of the product's size), got {margin!r}")
+    image = check_photo(image)
+    a = alpha(denoiser, image, size, nfe=clean_nfe, seed=seed, guidance=guidance)
+    m = product_mask(a)[0]
+    if not bool(m[0].any() or m[-1].any() or m[:, 0].any() or m[:, -1].any()):
+        return square(on_white(image, a), margin)
+    _, h, w = image.shape
+    side = max(h, w) + 2 * round(border * max(h, w))
+    top, left = (side - h) // 2, (side - w) // 2
+    known = torch.zeros(1, side, side, dtype=torch.bool)
+    known[:, top:top + h, left:left + w] = True
+    canvas = torch.zeros(4, side, side)
+    canvas[:1, top:top + h, left:left + w] = a * 2 - 1
+    canvas[1:, top:top + h, left:left + w] = image
+    y, small_known = fit(canvas, size), fit(known.float(), size) > 0.999
+    out = fit(_fill(denoiser, y, (~small_known).expand(4, -1, -1), nfe=nfe, seed=seed), side)
+    a = torch.where(known, (canvas[:1] + 1) / 2, _alpha_of(out))
+    return square(on_white(torch.where(known, canvas[1:], out[1:]), a), margin)
+
+
+JOBS = ("clean", "square", "scene")
+
+
+def run_job(job: str, model, image: torch.Tensor, *, seed: int = 0, nfe: int | None = None,
+            prompt: str | None = None, guidance: float | None = None) -> torch.Tensor:
+    """One job of a loaded product Model on a photo [3, H, W]: "clean" (the input's size), "square" (square) or
+    "scene" (the input's size, the product's pixels unchanged). `nfe` is the inpainting grid of square and scene
+    (default 20) and the sampling grid of clean (default 33). `guidance` is the classifier-free guidance scale on
+    the photo when the alpha is sampled (None: plain conditional sampling)."""
+    if guidance is not None and not (isinstance(guidance, (int, float)) and 0 <= guidance <= 100):
+        raise UnmixError(f"guidance= must be a number between 0 and 100, got {guidance!r}")
+    if job not in JOBS:
+        raise UnmixError(f"unknown product job {job!r}; valid: {', '.join(JOBS)}")
+    check_product_model(model)
+    d, size = model.denoiser, model.shape[-1]
+    image = check_photo(image)
+    if prompt is not None and job != "scene":
+        raise UnmixError(f"prompt= is for the scene job, not {job}")
+    cfg = None if guidance is None else functools.partial(ClassifierFreeGuidance, scale=float(guidance))
+    if job == "clean":
+        return clean(d, image, size, seed=seed, nfe=nfe or 33, guidance=cfg)
+    if job == "square":
+        return square_photo(d, image, size, seed=seed, nfe=nfe or 20, guidance=cfg)
+    return scene(d, image, size, prompt=prompt, seed=seed, nfe=nfe or 20, guidance=cfg)
+
+
+def read_photo(path) -> torch.Tensor:
+    """An RGB photo file (PNG, JPEG, ...; greyscale is made RGB, transparency composited on white) as [3, H, W] in
+    [-1, 1]; anything that is not an image is one clear error."""
+    from unmix.data.images import pil_to_array, read_image
+
+    a = torch.from_numpy(pil_to_array(read_image(path).convert("RGB")))
+    return a.float() / 127.5 - 1
+
+
+def write_photo(image: torch.Tensor, path) -> None:
+    """Save [3, H, W] in [-1, 1] as a PNG, atomically."""
+    from unmix.data.images import save_png, to_pil
+
+    save_png(to_pil(image.cpu()), path)
+
+
+def fit(x: torch.Tensor, side: int) -> torch.Tensor:
+    """A square [C, s, s] resized to [C, side, side] (antialiased when shrinking)."""
+    if x.shape[-1] == side:
+        return x
+    return F.interpolate(x[None], size=(side, side), mode="bilinear", antialias=side < x.shape[-1], align_corners=False)[0]
+
+
+__all__ = ["clean", "alpha", "scene", "square", "square_photo", "on_white", "letterbox", "unletterbox", "product_box",
+           "check_photo", "check_product_model", "run_job", "read_photo", "write_photo", "JOBS"]

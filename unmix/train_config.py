@@ -98,6 +98,10 @@ PRESETS = {
     # benchmarks/latent_emoji.py (FD 13.7 after 20 CPU minutes, the autoencoder's 6 included)
     "latent": dict(batch_size=32, lr=2e-3, ema_halflife_kimg=10.0, steps=20000, sigma_data=1.0, p_mean=0.0,
                    net=dict(kind="unet", channels=64, channel_mult=[1, 2], num_res_blocks=1, attn_levels=[1])),
+    # product: [alpha, photo] given the photo (unmix.data.products.ProductJob); the condition dropped for 20% of the
+    # draws so that the same net inpaints scenes and borders unconditionally (unmix.product)
+    "product": dict(batch_size=16, lr=1e-3, ema_halflife_kimg=5.0, steps=20000, label_dropout=0.2,
+                    net=dict(kind="unet", patch_size=2, channels=64, num_res_blocks=1)),
     "points": dict(batch_size=512, lr=1e-3, ema_halflife_kimg=50.0, steps=4000,
                    net=dict(kind="mlp", hidden=256, depth=4)),
 }
@@ -204,8 +208,8 @@ def fill_defaults(cfg: TrainConfig, name: str, is_image: bool, has_labels: bool)
     cfg.out = cfg.out or default_out(cfg.data)
     if cfg.cond == "label" and not has_labels:
         raise UnmixError(f"cond='label' needs a labelled dataset; {name} has no labels")
-    if cfg.cond in ("label", "text"):
-        cfg.label_dropout = 0.1 if cfg.label_dropout is None else cfg.label_dropout
+    if cfg.cond in ("label", "text") or "label_dropout" in preset:  # the preset's: an image-conditioned dataset
+        cfg.label_dropout = preset.get("label_dropout", 0.1) if cfg.label_dropout is None else cfg.label_dropout
     else:
         cfg.label_dropout = 0.0
     if cfg.sampler is None:

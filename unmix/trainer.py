@@ -34,7 +34,7 @@ from unmix.launch import warn_lone_launch
 from unmix.losses import Recipe
 from unmix.model import Model, rebuild
 from unmix.nets import build_net, net_config
-from unmix.objectives import DiffusionObjective, TextDiffusionObjective, split
+from unmix.objectives import DiffusionObjective, ImageCondObjective, TextDiffusionObjective, split
 from unmix.runlock import RunLock, ensure_free
 from unmix.text.bank import caption_bank
 from unmix.text.encoder import load_text_encoder, text_dim_of
@@ -163,6 +163,8 @@ class Run:
                                              self.recipe.noise_scale)
             if cfg.cond == "text":
                 self.net_config["text_dim"] = text_dim_of(cfg.text_encoder)
+            if getattr(ds, "cond_shape", None):  # an image-conditioned dataset (product): SR3/Palette concatenation
+                self.net_config["cond_channels"] = ds.cond_shape[0]
             build_net(self.net_config)  # validates the settings
         if resume_from is None and ckpt.list_checkpoints(cfg.out):
             raise UnmixError(f"{cfg.out} already holds checkpoints; pass resume=True to continue that run, "
@@ -171,6 +173,8 @@ class Run:
         self.data_description = self.dataset.describe()
         if objective is None and cfg.cond == "text":
             objective = self._text_objective(stored)
+        if objective is None and self.net_config.get("cond_channels"):
+            objective = ImageCondObjective(self.recipe, cfg.label_dropout)
         self.objective = objective or DiffusionObjective(self.recipe, classes, cfg.label_dropout)
 
     def _text_objective(self, stored: ckpt.Checkpoint | None) -> TextDiffusionObjective:

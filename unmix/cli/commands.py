@@ -5,6 +5,7 @@ from unmix.cli import (  # noqa: F401
     distill_cmd,
     eval_cmd,
     latent_cmd,
+    product_cmd,
     sample_cmd,
     serve_cmd,
     synth_cmd,

@@ -1,5 +1,6 @@
 """`unmix train-autoencoder`: latent diffusion's first stage, trained by the same trainer as every model (EMA,
-checkpoints, --resume, the run lock); then `unmix train --latent OUT` trains the diffusion on its latents.
+checkpoints, --resume, the run lock); then `unmix train --latent --autoencoder OUT` trains the diffusion on its
+latents (`unmix train --latent` alone does both stages in one budget).
 
 The run's final checkpoint gets the latent scale (unmix.latent.finish_autoencoder), and its preview grid
 (OUT/samples.png) shows rows of originals over their reconstructions.
@@ -10,14 +11,12 @@ import sys
 
 import typer
 
-from unmix import trainer
+from unmix.autoencoder_run import finish, start_autoencoder
 from unmix.cli.app import app
 from unmix.cli.options import choices, value
 from unmix.cli.train_cmd import Precision, settings_from_flags
 from unmix.data import NAMES
 from unmix.distributed import finish_distributed
-from unmix.errors import UnmixError
-from unmix.latent import autoencoder_config, finish_autoencoder, stored_objective
 from unmix.train_config import default_out
 
 POSITIVE = dict(min=1)
@@ -55,7 +54,7 @@ def train_autoencoder(
     compile: bool = typer.Option(None, "--compile/--no-compile", help="torch.compile the network."),
     precision: Precision = typer.Option(None, help="auto = bf16 autocast on CUDA only."),
 ):
-    """Train the autoencoder of latent diffusion; then: unmix train --data DATA --latent OUT."""
+    """Train the autoencoder of latent diffusion; then: unmix train --data DATA --latent --autoencoder OUT."""
     flags = {k: value(v) for k, v in locals().items() if k != "resume" and v is not None}
     net = {k: flags.pop(k) for k in ("latent_channels",) if k in flags}
     if "factor" in flags:
@@ -64,13 +63,7 @@ def train_autoencoder(
     if net:
         settings["net"] = {**settings.get("net", {}), **net}
     out = settings.pop("out", None) or default_out(settings.get("data", "emoji")) + "-autoencoder"
-    if resume:
-        if "net" in settings or "edge_weight" in settings or "kl_weight" in settings:
-            raise UnmixError("--resume keeps the autoencoder and its loss; drop the network and loss settings")
-        run = trainer.resume(out, objective=stored_objective(out), **settings)
-    else:
-        config, objective = autoencoder_config({"data": "emoji", **settings, "out": out})
-        run = trainer.start(config, objective=objective)
+    run = start_autoencoder(settings, out, resume)
     if run.dist.main:
         d, cfg = run.describe(), run.config
         stop = " or ".join(([f"{cfg.steps} steps"] if cfg.steps else []) + ([f"{cfg.minutes:g} minutes"] if cfg.minutes else []))
@@ -79,8 +72,8 @@ def train_autoencoder(
               f"{d['net']['latent_channels']} latent channels) on {d['data']['name']} ({d['data']['size']} images) "
               f"on {d['device']} for {stop} -> {out}", file=sys.stderr)
     result = run.train()
-    if run.dist.main and result.checkpoint is not None:
-        m = finish_autoencoder(result.checkpoint, run.dataset)
+    m = finish(run, result)
+    if m is not None:
         print(f"step {result.step}; checkpoint {result.checkpoint}; latent scale {m['latent_scale']:.4g}; "
               f"reconstruction PSNR {m['psnr']:.1f} dB over its {m['n']} training images "
               f"(originals over reconstructions: {out}/samples.png)", file=sys.stderr)
@@ -88,7 +81,7 @@ def train_autoencoder(
             print(f"stopped by {result.stopped_by}; continue with: unmix train-autoencoder --out {out} --resume",
                   file=sys.stderr)
         else:
-            print(f"next: unmix train --data {run.config.data} --latent {out}", file=sys.stderr)
+            print(f"next: unmix train --data {run.config.data} --latent --autoencoder {out}", file=sys.stderr)
     finish_distributed()
     if result.stopped_by in ("SIGINT", "SIGTERM"):
         raise typer.Exit(130 if result.stopped_by == "SIGINT" else 143)

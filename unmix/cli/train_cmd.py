@@ -7,10 +7,14 @@ from __future__ import annotations
 
 import json
 import sys
+import time
+from pathlib import Path
 
 import typer
 
 from unmix import trainer
+from unmix.autoencoder_run import finish, is_finished, stage_budget, start_autoencoder
+from unmix.checkpoint import list_checkpoints
 from unmix.cli.app import app
 from unmix.cli.options import Sampler, choices, value
 from unmix.data import NAMES
@@ -44,10 +48,13 @@ def train(
                                                         "--weight-decay)."),
     init: str = typer.Option(None, help="Start a new run from this checkpoint's weights (fine-tuning: new data, "
                                         "steps, learning rate...)."),
-    latent: str = typer.Option(None, help="Latent diffusion: train on the latents of this autoencoder run "
-                                          "(unmix train-autoencoder); the checkpoints hold a copy of it."),
+    latent: bool = typer.Option(False, "--latent", help="Latent diffusion in one command: an autoencoder first "
+                                                        "(into OUT/autoencoder, 30% of --minutes), then the diffusion "
+                                                        "on its latents; the checkpoints hold a copy of it."),
+    autoencoder: str = typer.Option(None, help="With --latent: use this autoencoder run (unmix train-autoencoder) "
+                                               "instead of training one."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the resolved configuration and exit."),
-    size: int = typer.Option(None, min=4, max=1024, help="Image side for emoji and folder data (default 32)."),
+    size: int = typer.Option(None, min=4, max=1024, help="Image side for emoji, folder, product data (default 32)."),
     recipe: Recipe = typer.Option(None, help="Training recipe (default edm)."),
     min_snr: float = typer.Option(None, min=0.0, max=1e6, help="Min-SNR-gamma loss weighting (e.g. 5; 0 = off)."),
     sigma_data: float = typer.Option(None, min=1e-6, max=1e6, help="Data std for EDM preconditioning (default 0.5)."),
@@ -87,8 +94,16 @@ def train(
     precision: Precision = typer.Option(None, help="auto = bf16 autocast on CUDA only."),
 ):
     """Train a diffusion model; checkpoints, stats.jsonl and preview grids go to --out."""
-    flags = {k: value(v) for k, v in locals().items() if k not in ("resume", "dry_run") and v is not None}
+    flags = {k: value(v) for k, v in locals().items()
+             if k not in ("resume", "dry_run", "latent", "autoencoder") and v is not None}
     settings = settings_from_flags(flags)
+    if autoencoder is not None and not latent:
+        raise UnmixError("--autoencoder is for latent diffusion: add --latent")
+    if latent:
+        folder = autoencoder or _autoencoder_stage(settings, resume, dry_run)
+        out = settings.get("out") or default_out(settings.get("data", "digits"))
+        if not (resume and list_checkpoints(out)):  # a latent run being resumed holds its own autoencoder
+            settings["latent"], resume = folder, False
     if resume:
         if "init" in settings:
             raise UnmixError("--init starts a new run and --resume continues one; pass only one of them")
@@ -112,6 +127,35 @@ def train(
     finish_distributed()
     if result.stopped_by in ("SIGINT", "SIGTERM"):
         raise typer.Exit(130 if result.stopped_by == "SIGINT" else 143)
+
+
+def _autoencoder_stage(settings: dict, resume: bool, dry_run: bool) -> str:
+    """`train --latent` without --autoencoder: train (or finish) OUT/autoencoder inside the budget first; the
+    diffusion gets the minutes it left. Returns the autoencoder's folder."""
+    folder = Path(settings.get("out") or default_out(settings.get("data", "digits"))) / "autoencoder"
+    if dry_run or is_finished(folder) or (resume and not folder.is_dir()):
+        return str(folder)  # a dry run trains nothing; a resumed latent run holds its own copy
+    keep = ("data", "size", "seed", "device", "threads", "compile", "precision")
+    budget = stage_budget(settings.get("minutes"))
+    run = start_autoencoder({**{k: settings[k] for k in keep if k in settings}, **budget}, folder,
+                            resume=bool(list_checkpoints(folder)))
+    if run.dist.main:
+        print(f"latent diffusion, stage 1: {announce(run)}", file=sys.stderr)
+    t0 = time.monotonic()
+    result = run.train()
+    metrics = finish(run, result)
+    if metrics is not None:
+        print(f"autoencoder: step {result.step}, reconstruction PSNR {metrics['psnr']:.1f} dB, latent scale "
+              f"{metrics['latent_scale']:.4g} ({folder}/samples.png)", file=sys.stderr)
+    if result.stopped_by in ("SIGINT", "SIGTERM"):
+        print(f"stopped by {result.stopped_by}; continue with the same command and --resume", file=sys.stderr)
+        finish_distributed()
+        raise typer.Exit(130 if result.stopped_by == "SIGINT" else 143)
+    if settings.get("minutes") is not None:
+        settings["minutes"] = round(max(settings["minutes"] - (time.monotonic() - t0) / 60, 0.01), 2)
+    if run.dist.main:
+        print("latent diffusion, stage 2:", file=sys.stderr, end=" ")
+    return str(folder)
 
 
 def settings_from_flags(flags: dict) -> dict:
@@ -140,5 +184,6 @@ def announce(run) -> str:
     where = d["device"] + (f" ({d['threads']} thread{'s' * (d['threads'] != 1)})" if d["threads"] else "")
     where += f" x {d['processes']} processes" if d["processes"] > 1 else ""
     start = f" from {d['init_from']}" if d["init_from"] else ""
-    return (f"training a {what}{start} on {d['data']['name']} ({d['data']['size']} items) with the "
-            f"{d['recipe']['name']} recipe on {where} for {stop} -> {cfg.out}")
+    recipe = "" if d["net"]["kind"] == "autoencoder" else f" with the {d['recipe']['name']} recipe"
+    return (f"training a {what}{start} on {d['data']['name']} ({d['data']['size']} items){recipe} on {where} "
+            f"for {stop} -> {cfg.out}")

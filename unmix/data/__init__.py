@@ -9,7 +9,7 @@ from unmix.data.folder import load_folder
 from unmix.data.toys import load_toy
 from unmix.errors import UnmixError
 
-NAMES = ("digits", "emoji", "swissroll", "ring", "moons", "folder:PATH", "emoji+sequences")
+NAMES = ("digits", "emoji", "swissroll", "ring", "moons", "folder:PATH", "emoji+sequences", "product")
 
 
 def load_dataset(spec: str, size: int | None = None) -> Dataset:
@@ -26,6 +26,12 @@ def load_dataset(spec: str, size: int | None = None) -> Dataset:
         return load_toy(spec)
     if spec in ("emoji", "emoji+sequences"):  # +sequences: flags, keycaps, skin tones, ZWJ sequences too
         return load_emoji(size or 32, sequences=spec == "emoji+sequences")
+    if spec == "product":  # generated (photo, alpha) pairs for the product jobs, 32 or 64 px (unmix.product)
+        from unmix.data.products import ProductJob
+
+        if size not in (None, 32, 64):
+            raise UnmixError(f"the product recipes are 32 or 64 px; size={size} is not available")
+        return ProductJob(size or 32)
     if spec.startswith("folder:"):
         return load_folder(spec[len("folder:"):], size or 32)
     raise UnmixError(f"unknown dataset {spec!r}; valid: {', '.join(NAMES)}")

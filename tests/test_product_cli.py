@@ -1,0 +1,119 @@
+"""`unmix train --data product` and `unmix product clean|square|scene`: a tiny product model trained for a few steps
+in the test, its jobs through the CLI at any photo size, and bad inputs as one line with exit code 2."""
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import unmix
+import unmix.cli.commands  # noqa: F401  (registers every command)
+from unmix import product
+from unmix.checkpoint import open_checkpoint
+from unmix.cli.app import run_app
+from unmix.data.products import ProductTriples
+from unmix.errors import UnmixError
+from unmix.objectives import ImageCondObjective
+from unmix.train_config import TrainConfig
+from unmix.trainer import resume, start
+
+TINY = {"channels": 8, "channel_mult": [1, 2], "attn_levels": [], "patch_size": 2}
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("product") / "run"
+    start(TrainConfig(data="product", size=32, steps=3, batch_size=4, out=str(out), net=TINY, threads=1,
+                      sample_every=1000, nfe=3)).train(progress=False)
+    return out
+
+
+@pytest.fixture(scope="module")
+def photo(tmp_path_factory):
+    """A held-out busy photo, upscaled to a non-square 50x40 JPEG (any size and format must work)."""
+    busy = ProductTriples(32, "clutter", "test", seed=0).triples([0]).busy[0]
+    img = Image.fromarray(((busy.permute(1, 2, 0).numpy() + 1) * 127.5).round().astype(np.uint8)).resize((50, 40))
+    path = tmp_path_factory.mktemp("photo") / "busy.jpg"
+    img.save(path, quality=95)
+    return path
+
+
+def test_train_records_an_image_conditioned_product_model_that_load_rebuilds(run):
+    model = unmix.load(run)
+    assert model.shape == (4, 32, 32) and model.data["task"] == "product"
+    assert model.net.config.cond_channels == 3
+    x = torch.zeros(2, 4, 32, 32)
+    cond = torch.cat([torch.zeros(1, 3, 32, 32), torch.full((1, 3, 32, 32), float("nan"))])
+    y = model.denoiser(x, torch.tensor([1.0, 1.0]), cond)
+    assert torch.isfinite(y).all() and not torch.allclose(y[0], y[1])  # conditioned and unconditioned rows differ
+    assert open_checkpoint(run).config["train"]["label_dropout"] == 0.2  # condition dropout, for guidance and scene
+
+
+def test_a_product_run_resumes_with_its_image_condition(run, tmp_path):
+    copy = tmp_path / "run"
+    shutil.copytree(run, copy)
+    r = resume(copy, steps=4)
+    assert isinstance(r.objective, ImageCondObjective) and r.objective.cond_dropout == 0.2
+    r.train(progress=False)
+    assert open_checkpoint(copy).config["step"] == 4
+
+
+@pytest.mark.parametrize("job, shape, extra", [("clean", (40, 50), []), ("clean", (40, 50), ["--guidance", "2"]),
+                                              ("square", None, []), ("scene", (40, 50), [])])
+def test_cli_round_trip_writes_the_right_size(run, photo, tmp_path, job, shape, extra, capsys):
+    out = tmp_path / f"{job}.png"
+    assert run_app(["product", job, str(run), str(photo), "--out", str(out), "--nfe", "4", *extra]) == 0
+    img = Image.open(out)
+    assert img.mode == "RGB"
+    h, w = img.height, img.width
+    assert (h, w) == shape if shape else h == w
+    assert f"wrote {out}" in capsys.readouterr().out
+
+
+def test_scene_through_the_cli_keeps_the_product_pixels_of_its_mask(run, photo, tmp_path):
+    """The pixels the model marks as product (alpha > 0.5, same seed) come out as the photo's, bit for bit."""
+    model, img = unmix.load(run), product.read_photo(photo)
+    out = tmp_path / "scene.png"
+    assert run_app(["product", "scene", str(run), str(photo), "--out", str(out), "--nfe", "4"]) == 0
+    mask = product.alpha(model.denoiser, img, 32, nfe=33, seed=0)[0] > 0.5
+    got = torch.from_numpy(np.array(Image.open(out))).permute(2, 0, 1)
+    src = torch.from_numpy(np.array(Image.open(photo).convert("RGB"))).permute(2, 0, 1)
+    assert bool(mask.any())
+    assert torch.equal(got[:, mask], src[:, mask])
+
+
+def _one_error_line(capsys, code):
+    assert code == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and "\n" not in err
+    return err
+
+
+def test_bad_inputs_exit_2_with_one_line(run, photo, tmp_path, capsys):
+    text = tmp_path / "notes.png"
+    text.write_text("not an image")
+    err = _one_error_line(capsys, run_app(["product", "clean", str(run), str(text), "--out", str(tmp_path / "o.png")]))
+    assert "cannot read image" in err
+    err = _one_error_line(capsys, run_app(["product", "clean", str(run), str(tmp_path / "missing.jpg"), "--out",
+                                           str(tmp_path / "o.png")]))
+    assert "does not exist" in err
+    err = _one_error_line(capsys, run_app(["product", "scene", str(run), str(photo), "--prompt", "a beach", "--out",
+                                           str(tmp_path / "o.png")]))
+    assert "--prompt" in err
+    _one_error_line(capsys, run_app(["product", "square", str(run), str(photo), "--out", str(tmp_path / "o.jpg")]))
+    assert not list(tmp_path.glob("o.*"))
+
+
+def test_a_model_that_is_not_a_product_model_is_refused(run, tmp_path, photo, capsys):
+    digits = tmp_path / "digits"
+    start(TrainConfig(data="digits", steps=1, batch_size=4, out=str(digits), net={"channels": 8}, threads=1,
+                      sample_every=1000, nfe=2)).train(progress=False)
+    err = _one_error_line(capsys, run_app(["product", "clean", str(digits), str(photo), "--out", str(tmp_path / "o.png")]))
+    assert "not a product model" in err and "unmix train --data product" in err
+    with pytest.raises(UnmixError, match="guidance="):
+        product.run_job("clean", unmix.load(run), product.read_photo(photo), guidance=-1.0)
+    with pytest.raises(UnmixError, match="not a product model"):
+        product.run_job("clean", unmix.load(digits), product.read_photo(photo))

@@ -1,0 +1,56 @@
+"""`unmix product clean|square|scene MODEL IMAGE --out OUT.png`: the product-photo jobs of unmix.product on a model
+trained by `unmix train --data product`."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from unmix.cli.app import app
+
+product_app = typer.Typer(add_completion=False, rich_markup_mode=None, no_args_is_help=True,
+                          help="Product photos: clean to white, frame square, or a new scene behind the product.")
+app.add_typer(product_app, name="product")
+
+MODEL = typer.Argument(..., help="A product model: a run folder or checkpoint of `unmix train --data product`.")
+IMAGE = typer.Argument(..., help="The photo (PNG or JPEG, any size).")
+OUT = typer.Option(..., "--out", help="Output PNG.")
+SEED = typer.Option(0, "--seed", min=0, max=2**63 - 1, help="Seed of the sampling noise.")
+NFE = typer.Option(None, "--nfe", min=2, max=1000, help="Denoiser grid (default: clean 33, square and scene 20).")
+GUIDANCE = typer.Option(None, "--guidance", min=0.0, max=100.0,
+                        help="Classifier-free guidance on the photo when finding the product (default: none).")
+
+
+def _run(job: str, model: str, image: Path, out: Path, seed: int, nfe: int | None, guidance: float | None,
+         prompt: str | None = None) -> None:
+    from unmix import product
+    from unmix.model import load
+    from unmix.outputs import check_file_path
+
+    check_file_path(out, ".png")
+    photo = product.read_photo(image)
+    result = product.run_job(job, load(model), photo, seed=seed, nfe=nfe, prompt=prompt, guidance=guidance)
+    product.write_photo(result, out)
+    print(f"wrote {out} ({result.shape[-1]}x{result.shape[-2]})")
+
+
+@product_app.command()
+def clean(model: str = MODEL, image: Path = IMAGE, out: Path = OUT, seed: int = SEED, nfe: int = NFE,
+          guidance: float = GUIDANCE):
+    """The product on clean white, at the photo's size (its pixels are the photo's)."""
+    _run("clean", model, image, out, seed, nfe, guidance)
+
+
+@product_app.command()
+def square(model: str = MODEL, image: Path = IMAGE, out: Path = OUT, seed: int = SEED, nfe: int = NFE,
+          guidance: float = GUIDANCE):
+    """The product centred on a white square; a product cut by the frame is completed by outpainting."""
+    _run("square", model, image, out, seed, nfe, guidance)
+
+
+@product_app.command()
+def scene(model: str = MODEL, image: Path = IMAGE, out: Path = OUT, seed: int = SEED, nfe: int = NFE,
+          guidance: float = GUIDANCE,
+          prompt: str = typer.Option(None, "--prompt", help="Describe the scene (needs a text-conditioned model).")):
+    """The product, its pixels unchanged, in a new background drawn around it, at the photo's size."""
+    _run("scene", model, image, out, seed, nfe, guidance, prompt)
