@@ -84,15 +84,16 @@ def _alpha_of(x: torch.Tensor) -> torch.Tensor:
 
 
 def alpha(denoiser, image: torch.Tensor, size: int, *, sampler: str = "heun", nfe: int = 33, seed: int = 0,
-          guidance=None) -> torch.Tensor:
+          guidance=None, callback=None) -> torch.Tensor:
     """The product's alpha [1, H, W] in [0, 1] of a busy photo [3, H, W], sampled by a product denoiser trained at
     `size` (D(x, sigma, cond), x = [alpha, photo], cond = the letterboxed photo [1, 3, size, size]). `guidance`
-    is a wrapper factory (e.g. functools.partial(ClassifierFreeGuidance, scale=2.0)) or None."""
+    is a wrapper factory (e.g. functools.partial(ClassifierFreeGuidance, scale=2.0)) or None; `callback` is the
+    samplers' (step, sigma, x, x0_hat), x = [alpha, photo] at `size`."""
     image = check_photo(image)
     x, box = letterbox(image, size)
     d = denoiser if guidance is None else guidance(denoiser)
     with torch.no_grad():
-        out = sample(d, (1, 4, size, size), sampler, nfe, seed=seed, cond=x[None])[0]
+        out = sample(d, (1, 4, size, size), sampler, nfe, seed=seed, cond=x[None], callback=callback)[0]
     return unletterbox(_alpha_of(out), box, tuple(image.shape[1:])).clamp(0, 1)
 
 
@@ -117,28 +118,30 @@ def clean(denoiser, image: torch.Tensor, size: int, **options) -> torch.Tensor:
     return on_white(image, a)
 
 
-def _fill(denoiser, y: torch.Tensor, unknown: torch.Tensor, *, nfe: int, seed: int) -> torch.Tensor:
+def _fill(denoiser, y: torch.Tensor, unknown: torch.Tensor, *, nfe: int, seed: int, callback=None) -> torch.Tensor:
     """[alpha, photo] [4, S, S] completed where `unknown` [4, S, S] by the product model with its condition
     dropped (the unconditional model of (alpha, photo) pairs), RePaint (Lugmayr et al. 2022) resampling."""
     from unmix.inpaint import inpaint
 
     with torch.no_grad():
-        return inpaint(denoiser, y, unknown, 1, method="repaint", sampler="heun", nfe=nfe, seed=seed)[0].clamp(-1, 1)
+        return inpaint(denoiser, y, unknown, 1, method="repaint", sampler="heun", nfe=nfe, seed=seed,
+                       callback=callback)[0].clamp(-1, 1)
 
 
 def scene(denoiser, image: torch.Tensor, size: int, *, prompt: str | None = None, seed: int = 0, nfe: int = 20,
-          clean_nfe: int = 33, guidance=None) -> torch.Tensor:
+          clean_nfe: int = 33, guidance=None, callback=None) -> torch.Tensor:
     """The photo's product, its pixels unchanged, in a new background drawn by the model around it (inpainting
     with the product's pixels and mask known); [3, H, W] at the input's size."""
     if prompt is not None:
         raise UnmixError("prompt= needs a text-conditioned product model, and product models are not yet; "
                          "leave prompt=None")
     image = check_photo(image)
-    full = product_mask(alpha(denoiser, image, size, nfe=clean_nfe, seed=seed, guidance=guidance))
+    full = product_mask(alpha(denoiser, image, size, nfe=clean_nfe, seed=seed, guidance=guidance, callback=callback))
     x, box = letterbox(image, size)
     m = letterbox(full.float(), size)[0] > 0.5
     y = torch.cat([m.float() * 2 - 1, x])
-    out = _fill(denoiser, y, torch.cat([torch.zeros_like(m), (~m).expand(3, -1, -1)]), nfe=nfe, seed=seed)
+    out = _fill(denoiser, y, torch.cat([torch.zeros_like(m), (~m).expand(3, -1, -1)]), nfe=nfe, seed=seed,
+                callback=callback)
     background = unletterbox(out[1:], box, tuple(image.shape[1:]))
     return torch.where(full, image, background)
 
@@ -169,7 +172,7 @@ def square(white: torch.Tensor, margin: float = 0.1, tolerance: float = WHITE_TO
 
 
 def square_photo(denoiser, image: torch.Tensor, size: int, *, margin: float = 0.1, seed: int = 0, nfe: int = 20,
-                 clean_nfe: int = 33, border: float = 0.25, guidance=None) -> torch.Tensor:
+                 clean_nfe: int = 33, border: float = 0.25, guidance=None, callback=None) -> torch.Tensor:
     """Busy photo [3, H, W] -> the product on a white square (see `square`). When the product touches the photo's
     frame it is taken to be cut by it: the photo is framed by `border` (a fraction of its long side) of unknown
     pixels on every side, made square, and the model outpaints photo and alpha there (condition dropped) before
@@ -177,7 +180,7 @@ def square_photo(denoiser, image: torch.Tensor, size: int, *, margin: float = 0.
     if not 0 <= margin <= 1:
         raise UnmixError(f"margin= must be between 0 and 1 (a fraction of the product's size), got {margin!r}")
     image = check_photo(image)
-    a = alpha(denoiser, image, size, nfe=clean_nfe, seed=seed, guidance=guidance)
+    a = alpha(denoiser, image, size, nfe=clean_nfe, seed=seed, guidance=guidance, callback=callback)
     m = product_mask(a)[0]
     if not bool(m[0].any() or m[-1].any() or m[:, 0].any() or m[:, -1].any()):
         return square(on_white(image, a), margin)
@@ -190,7 +193,7 @@ def square_photo(denoiser, image: torch.Tensor, size: int, *, margin: float = 0.
     canvas[:1, top:top + h, left:left + w] = a * 2 - 1
     canvas[1:, top:top + h, left:left + w] = image
     y, small_known = fit(canvas, size), fit(known.float(), size) > 0.999
-    out = fit(_fill(denoiser, y, (~small_known).expand(4, -1, -1), nfe=nfe, seed=seed), side)
+    out = fit(_fill(denoiser, y, (~small_known).expand(4, -1, -1), nfe=nfe, seed=seed, callback=callback), side)
     a = torch.where(known, (canvas[:1] + 1) / 2, _alpha_of(out))
     return square(on_white(torch.where(known, canvas[1:], out[1:]), a), margin)
 
@@ -199,11 +202,12 @@ JOBS = ("clean", "square", "scene")
 
 
 def run_job(job: str, model, image: torch.Tensor, *, seed: int = 0, nfe: int | None = None,
-            prompt: str | None = None, guidance: float | None = None) -> torch.Tensor:
+            prompt: str | None = None, guidance: float | None = None, callback=None) -> torch.Tensor:
     """One job of a loaded product Model on a photo [3, H, W]: "clean" (the input's size), "square" (square) or
     "scene" (the input's size, the product's pixels unchanged). `nfe` is the inpainting grid of square and scene
     (default 20) and the sampling grid of clean (default 33). `guidance` is the classifier-free guidance scale on
-    the photo when the alpha is sampled (None: plain conditional sampling)."""
+    the photo when the alpha is sampled (None: plain conditional sampling). `callback` sees every denoiser call
+    (step, sigma, x, x0_hat) with x = [alpha, photo] at the model's size, finding the product and then drawing."""
     if guidance is not None and not (isinstance(guidance, (int, float)) and 0 <= guidance <= 100):
         raise UnmixError(f"guidance= must be a number between 0 and 100, got {guidance!r}")
     if job not in JOBS:
@@ -215,10 +219,10 @@ def run_job(job: str, model, image: torch.Tensor, *, seed: int = 0, nfe: int | N
         raise UnmixError(f"prompt= is for the scene job, not {job}")
     cfg = None if guidance is None else functools.partial(ClassifierFreeGuidance, scale=float(guidance))
     if job == "clean":
-        return clean(d, image, size, seed=seed, nfe=nfe or 33, guidance=cfg)
+        return clean(d, image, size, seed=seed, nfe=nfe or 33, guidance=cfg, callback=callback)
     if job == "square":
-        return square_photo(d, image, size, seed=seed, nfe=nfe or 20, guidance=cfg)
-    return scene(d, image, size, prompt=prompt, seed=seed, nfe=nfe or 20, guidance=cfg)
+        return square_photo(d, image, size, seed=seed, nfe=nfe or 20, guidance=cfg, callback=callback)
+    return scene(d, image, size, prompt=prompt, seed=seed, nfe=nfe or 20, guidance=cfg, callback=callback)
 
 
 def read_photo(path) -> torch.Tensor:

@@ -56,7 +56,7 @@ async def queue_state(request: Request) -> Response:
 async def dataset_image(request: Request) -> Response:
     """Item `index` of the model's training data, at the model's size."""
     web = web_of(request)
-    entry = web.models.entry(request.query_params.get("model"))
+    entry = web.models.entry(request.query_params.get("model"), "image")
 
     def pick():
         ds = web.models.dataset(entry.name)
@@ -71,7 +71,7 @@ async def dataset_image(request: Request) -> Response:
 async def upload(request: Request) -> Response:
     """An uploaded file (the raw request body), checked, decoded and fitted to the model's size."""
     web = web_of(request)
-    entry = web.models.entry(request.query_params.get("model"))
+    entry = web.models.entry(request.query_params.get("model"), "image")
     lim = web.limits
     data = await read_body(request, lim.max_upload_bytes)
     async with web.decoding:
@@ -86,9 +86,10 @@ async def user_error(request: Request, exc: Exception) -> Response:
 
 def build_page(tabs: list[Tab]) -> str:
     shell = (files("unmix.web") / "static" / "index.html").read_text(encoding="utf-8")
-    nav = "\n".join(f'<button type="button" class="tab-button" data-tab="{t.name}">{t.title}</button>' for t in tabs)
-    body = "\n".join(f'<section class="tab" id="tab-{t.name}" data-tab="{t.name}" hidden>\n{t.fragment}\n</section>'
-                     for t in tabs)
+    nav = "\n".join(f'<button type="button" class="tab-button" data-tab="{t.name}" data-task="{t.task}">{t.title}</button>'
+                    for t in tabs)
+    body = "\n".join(f'<section class="tab" id="tab-{t.name}" data-tab="{t.name}" data-task="{t.task}" hidden>\n'
+                     f'{t.fragment}\n</section>' for t in tabs)
     return shell.replace("<!-- NAV -->", nav).replace("<!-- TABS -->", body)
 
 

@@ -52,8 +52,9 @@ class Web:
         except (json.JSONDecodeError, UnicodeDecodeError):
             raise UnmixError("the request body is not valid JSON") from None
 
-    def entry(self, f: Fields) -> Entry:
-        return self.models.entry(f.text("model"))
+    def entry(self, f: Fields, task: str = "image") -> Entry:
+        """The request's model, which must be made for this tab's task (image models, or product-photo models)."""
+        return self.models.entry(f.text("model"), task)
 
     def image(self, f: Fields, entry: Entry, name: str = "image") -> torch.Tensor:
         if f.get(name) is None:

@@ -17,6 +17,7 @@ class Limits:
     max_upload_bytes: int = 8 * 2**20
     max_upload_side: int = 8192  # pixels along either side of an uploaded image
     max_upload_pixels: int = 16_000_000  # decoded as RGBA at most 64 MB
+    max_photo_pixels: int = 4_000_000  # product photos, which come back at their own size
     uploads: int = 2  # uploads decoded at once
     max_body_bytes: int = 2 * 2**20  # JSON requests (they carry images at the model's size only)
     max_model_side: int = 512  # larger models are not served

@@ -36,6 +36,11 @@ class Entry:
         return int((self.config.get("net") or {}).get("num_classes") or 0)
 
     @property
+    def task(self) -> str:
+        """"product" for product-photo models (`unmix train --data product`), else "image"."""
+        return "product" if self.data.get("task") == "product" else "image"
+
+    @property
     def is_text(self) -> bool:
         return int((self.config.get("net") or {}).get("text_dim") or 0) > 0
 
@@ -45,13 +50,16 @@ class Entry:
         classes = names[:k] if len(names) >= k else [str(i) for i in range(k)]
         return {"name": self.name, "path": self.path, "shape": list(self.shape), "data": self.data.get("name"),
                 "dataset_size": self.data.get("size"), "classes": classes, "text": self.is_text,
-                "step": self.config.get("step"), "sampling": self.config.get("sampling") or {}}
+                "step": self.config.get("step"), "sampling": self.config.get("sampling") or {}, "task": self.task}
 
 
 def servable(config: dict, max_side: int) -> str | None:
-    """Why a checkpoint cannot be shown on the page (None when it can): images of 1 or 3 channels only."""
-    shape = (config.get("data") or {}).get("shape") or []
-    if len(shape) != 3 or shape[0] not in (1, 3):
+    """Why a checkpoint cannot be shown on the page (None when it can): images of 1 or 3 channels, or product
+    models (alpha and photo, 4 channels)."""
+    data = config.get("data") or {}
+    shape = data.get("shape") or []
+    channels = (4,) if data.get("task") == "product" else (1, 3)
+    if len(shape) != 3 or shape[0] not in channels:
         return f"not an image model (items of shape {list(shape)})"
     if max(shape[1:]) > max_side:
         return f"images of {shape[2]}x{shape[1]} pixels are larger than the page serves ({max_side})"
@@ -106,10 +114,15 @@ class Models:
         self._datasets: dict[str, Dataset] = {}
         self._lock = threading.Lock()
 
-    def entry(self, name) -> Entry:
+    def entry(self, name, task: str | None = None) -> Entry:
+        """The entry called `name`; with `task`, also checked to be a model for that task."""
         if name not in self.entries:
             raise UnmixError(f"unknown model {name!r}; valid: {', '.join(self.entries)}")
-        return self.entries[name]
+        entry = self.entries[name]
+        if task is not None and entry.task != task:
+            raise UnmixError(f"{name} is a product-photo model: use the Product photos tab" if entry.task == "product"
+                             else f"{name} is not a product-photo model (train one with unmix train --data product)")
+        return entry
 
     def model(self, name) -> Model:
         entry = self.entry(name)

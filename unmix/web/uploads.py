@@ -24,6 +24,18 @@ _PNG_URL = "data:image/png;base64,"
 def read_upload(data: bytes, shape, max_bytes: int, max_side: int, max_pixels: int) -> torch.Tensor:
     """An uploaded image file as [C, H, W] in [-1, 1] at the model's channels and size (short side scaled,
     centre-cropped); anything that is not a readable picture within the bounds is one UnmixError."""
+    return _tensor(decode_upload(data, max_bytes, max_side, max_pixels), shape)
+
+
+def read_photo_upload(data: bytes, max_bytes: int, max_side: int, max_pixels: int) -> torch.Tensor:
+    """An uploaded photo as RGB [3, H, W] in [-1, 1] at its own size (transparency laid over white, as
+    unmix.product.read_photo does for files)."""
+    img = decode_upload(data, max_bytes, max_side, max_pixels)
+    return _tensor(img, (3, img.height, img.width))
+
+
+def decode_upload(data: bytes, max_bytes: int, max_side: int, max_pixels: int) -> Image.Image:
+    """An uploaded image file, probed within the bounds before it is decoded (see the module's note)."""
     if not data:
         raise UnmixError("the uploaded file is empty")
     if len(data) > max_bytes:
@@ -44,7 +56,7 @@ def read_upload(data: bytes, shape, max_bytes: int, max_side: int, max_pixels: i
         img = open_image(io.BytesIO(data))
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
         raise UnmixError(f"the uploaded image is damaged or truncated ({e})") from None
-    return _tensor(img, shape)
+    return img
 
 
 def read_image_url(url, shape, what: str = "image") -> torch.Tensor:

@@ -11,13 +11,9 @@ const U = {
 
   async start() {
     const buttons = U.$$(".tab-button");
-    const show = (name) => {
-      buttons.forEach((b) => b.classList.toggle("active", b.dataset.tab === name));
-      U.$$("section.tab").forEach((s) => { s.hidden = s.dataset.tab !== name; });
-    };
-    buttons.forEach((b) => b.addEventListener("click", () => { show(b.dataset.tab); history.replaceState(null, "", "#" + b.dataset.tab); }));
+    buttons.forEach((b) => b.addEventListener("click", () => { U.show(b.dataset.tab); history.replaceState(null, "", "#" + b.dataset.tab); }));
     const wanted = location.hash.slice(1);
-    show(buttons.some((b) => b.dataset.tab === wanted) ? wanted : buttons[0].dataset.tab);
+    U.show(buttons.some((b) => b.dataset.tab === wanted) ? wanted : buttons[0].dataset.tab);
     try {
       U.info = await U.getJSON("/api/models");
     } catch (e) {
@@ -34,6 +30,22 @@ const U = {
     U.modelChanged();
   },
 
+  show(name) {
+    U.$$(".tab-button").forEach((b) => b.classList.toggle("active", b.dataset.tab === name));
+    U.$$("section.tab").forEach((s) => { s.hidden = s.dataset.tab !== name; });
+  },
+
+  // Only the tabs made for the chosen model's task (image models, product-photo models) are offered.
+  showTabsFor(m) {
+    const buttons = U.$$(".tab-button");
+    buttons.forEach((b) => { b.hidden = b.dataset.task !== m.task; });
+    const active = buttons.find((b) => b.classList.contains("active"));
+    if (!active || active.hidden) {
+      const first = buttons.find((b) => !b.hidden);
+      if (first) U.show(first.dataset.tab);
+    }
+  },
+
   model() { return U.info && U.info.models.find((m) => m.name === U.$("#model").value); },
 
   onModel(fn) { U.modelHandlers.push(fn); if (U.model()) fn(U.model()); },
@@ -43,7 +55,9 @@ const U = {
     U.$("#model-info").textContent = `${m.path} · ${m.data || "?"} · ${m.shape.slice(1).join("x")} ` +
       `${m.shape[0] === 1 ? "grey" : "RGB"}` + (m.classes.length ? ` · ${m.classes.length} classes` : "") +
       (m.step != null ? ` · step ${m.step}` : "") +
-      (m.sampling.nfe ? ` · samples with ${m.sampling.sampler} at ${m.sampling.nfe} NFE` : "");
+      (m.sampling.nfe ? ` · samples with ${m.sampling.sampler} at ${m.sampling.nfe} NFE` : "") +
+      (m.task === "product" ? " · product photos (alpha + photo)" : "");
+    U.showTabsFor(m);
     // a model's own sampling (a distilled model's native steps), else the page's defaults
     U.$$("select[name=sampler]").forEach((s) => { s.value = m.sampling.sampler || U.info.default_sampler; });
     U.$$("input[name=nfe]").forEach((i) => { i.value = m.sampling.nfe || i.defaultValue; });
@@ -93,14 +107,16 @@ const U = {
     return U.getJSON(url, { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body), signal });
   },
 
-  // POST body to url and call on.queued / on.start / on.frame / on.done / on.error for each server-sent event.
+  // POST body (an object sent as JSON, or a Blob sent as it is) to url and call on.queued / on.start / on.frame / on.done / on.error for each server-sent event.
   // Returns the AbortController: abort() closes the stream, which stops the work on the server.
   stream(url, body, on) {
     const ctrl = new AbortController();
     (async () => {
       let r;
       try {
-        r = await fetch(url, { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body), signal: ctrl.signal });
+        const raw = body instanceof Blob;
+        r = await fetch(url, { method: "POST", signal: ctrl.signal,
+          headers: { "Content-Type": raw ? "application/octet-stream" : "application/json" }, body: raw ? body : JSON.stringify(body) });
       } catch (e) { on.error && on.error({ error: ctrl.signal.aborted ? "stopped" : e.message }); return; }
       if (!r.ok) {
         const data = await r.json().catch(() => ({ error: `${r.status} ${r.statusText}` }));
@@ -136,7 +152,8 @@ const U = {
     return ctrl;
   },
 
-  // A run button, a stop button, a live view (noisy state | guess) and a status line, wired to U.stream.
+  // A run button, a stop button, a live view (noisy state | guess) and a status line, wired to U.stream; url is a
+  // string, or a function read at each click (settings in the query string).
   runner(root, url, makeBody, onDone) {
     const go = U.$("[data-run]", root), stop = U.$("[data-stop]", root), live = U.$("[data-live]", root);
     const status = U.$(".status", live), noisy = U.$("img.noisy", live), guess = U.$("img.guess", live);
@@ -145,14 +162,14 @@ const U = {
     stop.disabled = true;
     stop.addEventListener("click", () => { if (ctrl) ctrl.abort(); });
     go.addEventListener("click", () => {
-      let body;
-      try { body = makeBody(); } catch (e) { U.say(status, e.message, true); return; }
+      let body, target;
+      try { body = makeBody(); target = typeof url === "function" ? url() : url; } catch (e) { U.say(status, e.message, true); return; }
       if (ctrl) ctrl.abort();
       go.disabled = true; stop.disabled = false;
       const t0 = performance.now();
       live.dataset.frames = "0";
       U.say(status, "sending…");
-      ctrl = U.stream(url, body, {
+      ctrl = U.stream(target, body, {
         queued: (e) => U.say(status, `waiting: ${e.position} in line (${e.running} running)`),
         start: () => U.say(status, "started"),
         frame: (f) => {
@@ -212,7 +229,7 @@ const U = {
       } catch (e) { U.say(msg, e.message, true); }
       file.value = "";
     });
-    U.onModel(() => item(0));
+    U.onModel((m) => { if (m.task !== "product") item(0); });
     return state;
   },
 

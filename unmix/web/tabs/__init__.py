@@ -1,6 +1,7 @@
 """The page's tabs. A tab is one module here that defines TAB (its title, place, routes) beside an HTML fragment
 of the same name (its controls and script); every module with a TAB is found and shown, so adding a tab touches
-nothing else. Routes are mounted under /api/<name>/ and reach the shared state as `web_of(request)`.
+nothing else. Routes are mounted under /api/<name>/ and reach the shared state as `web_of(request)`; the page
+shows a tab only while a model of its task is chosen.
 """
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ class Tab:
     title: str
     order: int
     routes: list = field(default_factory=list)
+    task: str = "image"  # the models it serves: "image", or "product" (product-photo models)
 
     @property
     def fragment(self) -> str:
