@@ -13,8 +13,8 @@ from unmix.web.limits import Limits
 
 @app.command()
 def serve(
-    runs: list[str] = typer.Argument(None, help="Run or checkpoint folders to serve (default: every image model "
-                                                "found under ./runs)."),
+    runs: list[str] = typer.Argument(None, help="Run or checkpoint folders to serve (default: every image or "
+                                                "product-photo model found under ./runs)."),
     host: str = typer.Option("127.0.0.1", help="Address to listen on; anything but a loopback address lets other "
                                                "machines in."),
     port: int = typer.Option(7860, min=0, max=65535, help="Port (0: any free port; the URL is printed)."),
@@ -24,7 +24,8 @@ def serve(
     device: str = device_option(),
     threads: int = threads_option(),
 ):
-    """Serve the web page: watch noise spread and un-mix live, generate, inpaint and edit, at http://HOST:PORT/."""
+    """Serve the web page: watch noise spread and un-mix live, generate, inpaint, edit and clean product photos, at
+    http://HOST:PORT/."""
     require_extra()
     from unmix.web.server import serve as run_server  # after the check: it imports starlette and uvicorn
 
