@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-import unmix.cli.latent_cmd  # noqa: F401  (registers the commands)
+import unmix.cli.distill_cmd  # noqa: F401  (registers the commands)
+import unmix.cli.latent_cmd  # noqa: F401
 import unmix.cli.sample_cmd  # noqa: F401
 import unmix.cli.train_cmd  # noqa: F401
 from unmix import checkpoint as ckpt
@@ -154,6 +155,15 @@ def test_cli_trains_both_stages_and_samples_the_latent_run(tmp_path, capsys):
     assert code == 0, err
     x = np.load(npy)
     assert x.shape == (3, 1, 8, 8) and x.min() >= -1 and x.max() <= 1
+    # distilled like a pixel model: the student learns the teacher's latent steps and keeps its autoencoder
+    code, _, err = cli(capsys, "distill", lat, "--nfe", 2, "--from-nfe", 4, "--steps", 2, "--batch-size", 8,
+                       "--threads", 1, "--out", tmp_path / "fast")
+    assert code == 0, err
+    fast, teacher = load(tmp_path / "fast"), load(lat)
+    assert fast.sampling == {"sampler": "euler", "nfe": 2}
+    assert all(torch.equal(a, b) for a, b in zip(fast.autoencoder.state_dict().values(),
+                                                 teacher.autoencoder.state_dict().values()))
+    assert fast.sample(2, seed=0).shape == (2, 1, 8, 8)
     code, _, err = cli(capsys, "train", "--data", "emoji", "--latent", "--autoencoder", lat, "--out", tmp_path / "e",
                        "--steps", 1)
     assert code == 2 and err.count("\n") == 1 and "the autoencoder was trained on 1x8x8 images" in err

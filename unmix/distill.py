@@ -213,8 +213,6 @@ def distill(run: str | os.PathLike, nfe: int, out: str | os.PathLike, settings: 
     if "steps" in grid and cfg.from_nfe not in (None, grid["steps"]):
         raise UnmixError(f"{source.path} is distilled to {grid['steps']} steps; distilling it further starts there "
                          f"(from_nfe={grid['steps']} or None), got from_nfe={cfg.from_nfe}")
-    if "autoencoder" in source.config:
-        raise UnmixError(f"{source.path} is a latent model; distill supports pixel-space models for now")
     trained = load(run)
     if trained.is_text:
         raise UnmixError(f"{source.path} is a text-conditional model; distill supports unconditional and "
