@@ -574,6 +574,29 @@ def test_product_tab_streams_and_its_cli_line_makes_the_same_picture(product_ser
     assert np.array_equal(pixels(done["image"]), np.asarray(Image.open(tmp_path / "clean.png")))
 
 
+def test_product_tab_scene_keeps_the_product_pixels_and_square_is_square(product_server, run_dir):
+    """The jobs that draw around the product stream both stages (finding it, then RePaint) through the page."""
+    import torch
+
+    import unmix
+    from unmix import product
+
+    photo = _photo_jpeg()
+    ev = product_server.events("/api/product/run?model=product&job=scene&nfe=4&seed=0", photo)
+    assert ev[-1][0] == "done", ev[-1]
+    frames = [p for n, p in ev if n == "frame"]
+    assert len(frames) > 33  # the alpha's 33 Heun calls, then the background's RePaint passes
+    got = torch.from_numpy(pixels(ev[-1][1]["image"]).copy()).permute(2, 0, 1)
+    src = torch.from_numpy(np.array(Image.open(io.BytesIO(photo)).convert("RGB"))).permute(2, 0, 1)
+    model = unmix.load(run_dir.parent / "product")
+    mask = product.alpha(model.denoiser, src.float() / 127.5 - 1, 32, nfe=33, seed=0)[0] > 0.5
+    assert bool(mask.any()) and torch.equal(got[:, mask], src[:, mask])
+    ev = product_server.events("/api/product/run?model=product&job=square&nfe=4&seed=0", photo)
+    assert ev[-1][0] == "done", ev[-1]
+    h, w, _ = pixels(ev[-1][1]["image"]).shape
+    assert h == w and "unmix product square" in ev[-1][1]["cli"]
+
+
 def test_product_tab_refuses_the_wrong_model_and_bad_photos(product_server):
     status, body = product_server.post("/api/generate/run", {"model": "product", "nfe": 2})
     assert status == 400 and "product-photo model: use the Product photos tab" in json.loads(body)["error"]
