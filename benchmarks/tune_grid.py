@@ -12,6 +12,7 @@ error of benchmarks/samplers.py (w = 0.5, or 0.05 where SW2 should dominate).
     python benchmarks/tune_grid.py levels --sampler unipc --nfe 3      # coordinate descent on log sigma
     python benchmarks/tune_grid.py grid3 --sampler unipc               # full grid over 3 levels
     python benchmarks/tune_grid.py range --sampler ipndm --nfe 4 5 10  # log-linear (sigma_min, sigma_max)
+    python benchmarks/tune_grid.py pilot --w 0.05 --mixtures 32d glyphs64 patches64 rand64  # pilot vs fixed grid
 
 What was run (2026-11, 1 thread, N = 3000 per mixture): `levels` for ipndm / dpmpp_2m / unipc at 3-5
 NFE (w = 0.5, all mixtures but patches64), Karras-parameter descent at 10 NFE (rho went to its bound:
@@ -20,6 +21,12 @@ log-linear), `grid3` for unipc at 3 NFE on the three 64-D mixtures (w = 0.05) ->
 2d alone (sigma_max 5 at 4-5 steps, 28 at 10; sigma_min 0.02 * 10 / steps in 2-D, 0.06 * 10 / steps
 in 64-D). These fixed unmix.schedules.SEARCHED_LEVELS and few_step_range. The benchmark mixtures were
 only used to check the result, as docs/sampler_benchmark.md reports.
+
+The 3-level grid then became a pilot run per denoiser (unmix.samplers.pilot_sigmas, used from 16 values per
+sample on): `pilot` scores it against the fixed (5, 2, 0.16) on the 32-D and 64-D tuning mixtures, 2026-11-29:
+mean 1.42 against 1.59 (w = 0.05; better on 32d 0.74 / 1.07, glyphs64 2.91 / 3.09 and patches64 1.43 / 1.74,
+worse on rand64 0.58 / 0.48). Its settings (256 pilot samples, a 24-step reference, sliced W2 alone) were
+chosen there too: a k-means mode-frequency term and 512 samples changed nothing or scored worse.
 """
 from __future__ import annotations
 
@@ -38,8 +45,8 @@ from samplers import mode_weight_tv  # noqa: E402
 
 from unmix.analytic import GaussianMixture  # noqa: E402
 from unmix.metrics.exact import sliced_w2  # noqa: E402
-from unmix.samplers import sample  # noqa: E402
-from unmix.schedules import loglinear_sigmas  # noqa: E402
+from unmix.samplers import pilot_sigmas, sample  # noqa: E402
+from unmix.schedules import loglinear_sigmas, searched_sigmas  # noqa: E402
 
 
 def glyphs(n: int = 3000, size: int = 8, seed: int = 0) -> torch.Tensor:
@@ -140,7 +147,7 @@ def descend_levels(score, sampler: str, levels: list[float], passes: int = 2):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("mode", choices=["levels", "grid3", "range"])
+    ap.add_argument("mode", choices=["levels", "grid3", "range", "pilot"])
     ap.add_argument("--sampler", default="unipc")
     ap.add_argument("--nfe", type=int, nargs="+", default=[3])
     ap.add_argument("--mixtures", nargs="+", default=["2d", "32d", "glyphs64", "patches64", "rand64"])
@@ -149,6 +156,17 @@ def main():
     args = ap.parse_args()
     torch.set_num_threads(1)
     mixtures = {k: v for k, v in tuning_mixtures().items() if k in args.mixtures}
+    if args.mode == "pilot":
+        fixed = searched_sigmas(3, dim=64)[:-1].tolist()
+        totals = [0.0, 0.0]
+        for name, gm in mixtures.items():
+            piloted = pilot_sigmas(gm, gm.event_shape, dtype=torch.float64)[:-1].tolist()
+            one = Scorer({name: gm}, args.n, args.w)
+            s_pilot, s_fixed = one("unipc", piloted), one("unipc", fixed)
+            totals = [totals[0] + s_pilot / len(mixtures), totals[1] + s_fixed / len(mixtures)]
+            print(f"{name}: pilot {[round(v, 3) for v in piloted]} score {s_pilot:.3f}; fixed {fixed} {s_fixed:.3f}")
+        print(f"mean score: pilot {totals[0]:.3f}, fixed {totals[1]:.3f}")
+        return
     score = Scorer(mixtures, args.n, args.w)
     if args.mode == "grid3":
         results = [(score(args.sampler, [a, b, c]), (a, b, c)) for a, b, c in itertools.product(

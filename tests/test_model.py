@@ -94,13 +94,15 @@ def test_few_step_grids_are_clamped_into_the_recipe_range_not_stretched_onto_it(
     not; a model's own sampling (a distilled model's) walks the whole range it was trained on."""
     from unmix.samplers import default_sigmas
 
-    budget = default_sigmas("auto", 3, dim=64)[:-1].tolist()
+    budget = default_sigmas("auto", 4, dim=64)[:-1].tolist()
     assert 0.002 < min(budget) and max(budget) < 80  # strictly inside EDM's range: unchanged
-    assert _walked(model, sampler="auto", nfe=3) == pytest.approx(budget, rel=1e-6)
+    assert _walked(model, sampler="auto", nfe=4) == pytest.approx(budget, rel=1e-6)
     narrow = Model(model.net, Recipe.from_name("edm", sigma_data=0.4, sigma_max=1.0), DATA)
-    walked = _walked(narrow, sampler="auto", nfe=3)  # the top end clamped to 1, the bottom kept, still 3 levels
+    walked = _walked(narrow, sampler="auto", nfe=4)  # the top end clamped to 1, the bottom kept, still 4 levels
     assert walked[0] == pytest.approx(1.0) and walked[-1] == pytest.approx(min(budget), rel=1e-6)
-    assert len(walked) == 3 and walked == sorted(walked, reverse=True) and len(set(walked)) == 3
+    assert len(walked) == 4 and walked == sorted(walked, reverse=True) and len(set(walked)) == 4
+    walked = _walked(narrow, sampler="auto", nfe=3)  # the pilot's candidates are clamped into the range too
+    assert len(walked) == 3 and 1.0 >= walked[0] > walked[1] > walked[2] >= 0.002
     own = Model(model.net, model.recipe, DATA, sampling={"sampler": "euler", "nfe": 4})
     walked = _walked(own)
     assert len(walked) == 4 and walked[0] == pytest.approx(80.0) and min(walked) > 0.002

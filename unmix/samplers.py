@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import inspect
 import math
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -25,7 +26,7 @@ import torch
 from unmix import rng
 from unmix.denoiser import CountingDenoiser, as_denoiser
 from unmix.errors import UnmixError
-from unmix.schedules import karras_sigmas, loglinear_sigmas, searched_sigmas
+from unmix.schedules import LOW_DIM, append_zero, karras_sigmas, loglinear_sigmas, searched_sigmas
 
 Callback = Callable[[int, float, torch.Tensor, torch.Tensor], None] | None
 
@@ -301,7 +302,8 @@ AUTO_UNIPC_STEPS = 3
 
 
 def sample_auto(denoiser, x, sigmas, *, cond=None, generator=None, callback=None):
-    """UniPC-2 on grids of up to AUTO_UNIPC_STEPS levels, iPNDM on longer ones.
+    """UniPC-2 on grids of up to AUTO_UNIPC_STEPS levels, iPNDM on longer ones (`sample()` picks the grid: at 3
+    levels on data of LOW_DIM values or more, by a pilot run on the denoiser, pilot_sigmas).
 
     On the tuning mixtures (benchmarks/tune_grid.py) UniPC's exponential-integrator steps with their
     free corrector were best at 3 steps, where every step is long, and iPNDM's fourth-order
@@ -309,6 +311,67 @@ def sample_auto(denoiser, x, sigmas, *, cond=None, generator=None, callback=None
     """
     fn = sample_unipc if len(_levels(sigmas)) - 1 <= AUTO_UNIPC_STEPS else sample_ipndm
     return fn(denoiser, x, sigmas, cond=cond, generator=generator, callback=callback)
+
+
+# --- the default at 3 steps on high-dimensional data: a grid chosen by a pilot run ------------------
+# With 3 levels the best middle and last levels depend on the data: on the tuning mixtures of
+# benchmarks/tune_grid.py the best middle level ranged 0.6-2 and the best last 0.08-0.16, so one fixed
+# grid (SEARCHED_LEVELS, 5 / 2 / 0.16) gave away up to half its sliced W2. Choosing the steps by a cheap
+# pilot run on the denoiser at hand (the idea of Align Your Steps and GITS, done per denoiser rather than
+# once) scored better than the fixed grid on those mixtures (`python benchmarks/tune_grid.py pilot`: mean
+# log SW2 + 0.05 TV score 1.42 against 1.59, better on three of four; 256 pilot samples were enough, and a
+# k-means mode term added nothing there). With a condition (labels, prompts, an image) the fixed grid stays.
+PILOT_LEVELS = (5.0, (0.6, 1.0, 1.5, 2.0, 3.0), (0.02, 0.04, 0.08, 0.16))  # top, middle and last candidates
+PILOT_SAMPLES, PILOT_REFERENCE_STEPS, PILOT_SEED = 256, 24, 0
+_pilot_cache: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+@torch.no_grad()
+def pilot_sigmas(denoiser, event_shape, sigma_limits: tuple[float, float] | None = None,
+                 dtype: torch.dtype = torch.float32, device=None) -> torch.Tensor | None:
+    """The 3-level grid `auto` walks for this denoiser: of the PILOT_LEVELS grids (clamped into `sigma_limits`),
+    the one whose UniPC samples from PILOT_SAMPLES fixed noises are closest in sliced W2 to a
+    PILOT_REFERENCE_STEPS-step iPNDM solve. None when no candidate fits the limits.
+
+    The pilot's noise is its own (seed PILOT_SEED), so the grid does not depend on the caller's seeds or batch,
+    and its denoiser calls are not part of the sampling budget: it costs 84 calls on 256 samples, once per
+    denoiser (and state of its weights), data shape and range: the result is cached on the denoiser object.
+    """
+    from unmix.metrics.exact import sliced_w2  # the metrics package is heavy; only the pilot needs it
+
+    lo, hi = sigma_limits if sigma_limits is not None else (0.002, 80.0)
+    key, version = (tuple(event_shape), dtype, str(device), lo, hi), _weights_version(denoiser)
+    try:
+        cache = _pilot_cache.setdefault(denoiser, {})
+    except TypeError:  # not weakly referenceable: no cache
+        cache = {}
+    if key in cache and cache[key][0] == version:
+        return cache[key][1]
+    clamp = lambda v: min(max(v, lo), hi)  # noqa: E731
+    top, middles, lasts = PILOT_LEVELS
+    candidates = {(clamp(top), clamp(m), clamp(b)) for m in middles for b in lasts}
+    candidates = sorted(c for c in candidates if c[0] > c[1] > c[2])
+    best = None
+    if candidates:
+        den = as_denoiser(denoiser)
+        z = rng.randn((PILOT_SAMPLES, *event_shape), torch.Generator().manual_seed(PILOT_SEED), dtype, device)
+        ref_grid = loglinear_sigmas(PILOT_REFERENCE_STEPS, max(lo, 0.002), min(hi, 80.0))
+        reference = sample_ipndm(den, z * float(ref_grid[0]), ref_grid)
+        scores = []
+        for levels in candidates:
+            grid = append_zero(torch.tensor(levels, dtype=torch.float64))
+            scores.append((sliced_w2(sample_unipc(den, z * levels[0], grid), reference), levels))
+        best = append_zero(torch.tensor(min(scores)[1], dtype=torch.float64))
+    cache[key] = (version, best)
+    return best
+
+
+def _weights_version(denoiser) -> tuple:
+    """Changes whenever a network's weights change in place (training, EMA, load_state_dict), so a cached pilot
+    grid never outlives the weights it was chosen for."""
+    if not isinstance(denoiser, torch.nn.Module):
+        return ()
+    return tuple(t._version for t in (*denoiser.parameters(), *denoiser.buffers()))
 
 
 # --- registry and front door ----------------------------------------------------------------------
@@ -338,7 +401,7 @@ SAMPLERS: dict[str, SamplerSpec] = {
     "ipndm": SamplerSpec(sample_ipndm, 1, 1, "karras", 7.0, False, "iPNDM, 4th-order Adams-Bashforth"),
     "ipndm_v": SamplerSpec(sample_ipndm_v, 1, 1, "karras", 7.0, False, "iPNDM with variable-step weights"),
     "auto": SamplerSpec(sample_auto, 1, 1, "searched", 0.0, False,
-                        "the default: UniPC at <= 3 steps, else iPNDM, on searched grids"),
+                        "the default: UniPC at <= 3 steps (grid by a pilot run), else iPNDM, on searched grids"),
 }
 DEFAULT_SAMPLER = "auto"
 
@@ -452,8 +515,14 @@ def sample(
             raise UnmixError("pass either seed or generator, not both")
         generator = torch.Generator().manual_seed(seed)
     dim = math.prod(shape[1:])
-    grid = default_sigmas(sampler, nfe, sigma_min, sigma_max, dim, sigma_limits) if sigmas is None \
-        else torch.as_tensor(sigmas)
+    grid = None
+    if sigmas is not None:
+        grid = torch.as_tensor(sigmas)
+    elif sampler == "auto" and nfe == 3 and dim >= LOW_DIM and cond is None and sigma_min is None \
+            and sigma_max is None:
+        grid = pilot_sigmas(denoiser, shape[1:], sigma_limits, dtype, device)
+    if grid is None:
+        grid = default_sigmas(sampler, nfe, sigma_min, sigma_max, dim, sigma_limits)
     _levels(grid)
     if x_init is None:
         x_init = rng.randn(shape, generator, dtype, device) * float(grid[0])

@@ -154,7 +154,9 @@ def discrete_sigmas(schedule: DiscreteSchedule, n: int, spacing: str = "leading"
 # fitted to synthetic glyphs, to photo patches, and drawn at random): benchmarks/tune_grid.py. From
 # 4 levels on, log-linear grids (uniform in log-SNR) over a range that depends on the budget and the
 # data's dimension did as well as free-form searched levels; at 3 levels the levels themselves were
-# searched, by coordinate descent and then a full grid over (sigma_0, sigma_1, sigma_2).
+# searched, by coordinate descent and then a full grid over (sigma_0, sigma_1, sigma_2). The default sampler
+# now picks its 3-level grid by a pilot run on the denoiser (samplers.pilot_sigmas) from 16 values per sample on;
+# these levels remain its grid with a condition, with explicit ends, and for whoever asks for them.
 LOW_DIM = 16  # values per sample below which data count as low-dimensional
 SEARCHED_LEVELS: dict[int, tuple[float, ...]] = {3: (5.0, 2.0, 0.16)}  # 64-D tuning mixtures
 # In D dimensions modes are told apart at sigma ~ their distance, which grows like sqrt(D): on 2-D

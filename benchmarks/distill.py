@@ -1,14 +1,26 @@
-"""Progressive distillation of a digits model, 16 -> 8 -> 4 -> 2 -> 1 Euler steps: FD of the students next to their
-teacher at 1-32 NFE, in the digits classifier's feature space (unmix.metrics.evaluate).
+"""Distilled students next to their teacher, side by side in one run: FD / precision / recall in the data's
+feature space (unmix.metrics.evaluate), images per second, and what the distillation cost.
+
+Digits (progressive distillation 16 -> 8 -> 4 -> 2 -> 1 Euler steps, one bounded round per call):
 
     OMP_NUM_THREADS=1 unmix train --data digits --out runs/digits --minutes 5 --threads 1     # the teacher
-    OMP_NUM_THREADS=1 python benchmarks/distill_digits.py train      # ONE round per call (<= --minutes); call 4 times
-    OMP_NUM_THREADS=1 python benchmarks/distill_digits.py eval --n 500   # the table, and results.json in --out
+    OMP_NUM_THREADS=1 python benchmarks/distill.py train      # ONE round per call (<= --minutes); call 4 times
+    OMP_NUM_THREADS=1 python benchmarks/distill.py eval --n 500   # the table, and results.json in --out
 
-Round r distils the previous round's model (runs/distill_digits/nfe-2K) into runs/distill_digits/nfe-K with
-`unmix.distill.distill` (the library call behind `unmix distill`); the first round's teacher is the trained model
-stepped by EDM's Heun sampler on 16 steps (31 NFE). Each row's FD uses --n samples; the teacher at 32 NFE is drawn
-with three seed ranges, whose spread is the evaluator's seed-to-seed noise.
+Emoji (a latent model; the students come from the CLI, two rounds per call):
+
+    unmix train --data emoji --latent --minutes 30 --threads 1 --out runs/emoji_latent
+    unmix distill runs/emoji_latent --nfe 4 --minutes 24 --threads 1 --out runs/emoji_latent-4      # 8, 4 steps
+    unmix distill runs/emoji_latent-4 --nfe 1 --minutes 24 --threads 1 --out runs/emoji_latent-1    # 2, 1 steps
+    OMP_NUM_THREADS=1 python benchmarks/distill.py eval --data emoji --teacher runs/emoji_latent \
+        --students runs/emoji_latent-4/rounds/nfe-8 runs/emoji_latent-4 runs/emoji_latent-1/rounds/nfe-2 \
+        runs/emoji_latent-1 --out runs/distill_emoji
+
+Digits round r distils the previous round's model (runs/distill_digits/nfe-2K) into runs/distill_digits/nfe-K
+with `unmix.distill.distill` (the library call behind `unmix distill`); the first round's teacher is the trained
+model stepped by EDM's Heun sampler on 16 steps (31 NFE). The teacher is sampled by the default sampler at 1-32 NFE
+(and at 32 NFE with three seed ranges, whose spread is the evaluator's seed-to-seed noise), each student at its own
+step count. A round's cost is its CPU minutes where the train stage recorded them, else its wall minutes (1 thread).
 """
 from __future__ import annotations
 
@@ -49,16 +61,16 @@ def train_next(teacher: str, out: Path, minutes: float, first: int, batch_size: 
     print("all rounds done")
 
 
-def _row(name: str, model, sampler: str | None, nfe: int, n: int, seed: int = 0) -> dict:
+def _row(name: str, model, sampler: str | None, nfe: int, n: int, data: str, seed: int = 0) -> dict:
     t0 = time.perf_counter()
     x = model.sample(n, seed=seed, sampler=sampler, nfe=nfe)
     seconds = time.perf_counter() - t0
-    metrics = evaluate(x, "digits")
+    metrics = evaluate(x, data)
     row = {"model": name, "sampler": sampler or model.sampling.get("sampler"), "nfe": nfe, "seed": seed,
            "fd": metrics["fd"], "precision": metrics["precision"], "recall": metrics["recall"],
            "images_per_s": n / seconds}
     print(f"{name:14s} {row['sampler']:6s} NFE {nfe:3d}  FD {row['fd']:8.3f}  P {row['precision']:.3f}  "
-          f"R {row['recall']:.3f}  {row['images_per_s']:8.0f} img/s", flush=True)
+          f"R {row['recall']:.3f}  {row['images_per_s']:8.1f} img/s", flush=True)
     return row
 
 
@@ -70,32 +82,28 @@ def _minutes(folder: Path) -> dict:
             "cpu": json.loads(cpu.read_text())["cpu_minutes"] if cpu.is_file() else None}
 
 
-def evaluate_all(teacher: str, out: Path, n: int) -> dict:
+def evaluate_all(teacher: str, students: list[Path], out: Path, n: int, data: str) -> dict:
     torch.set_num_threads(1)
     rows = []
     model = load(teacher)
     for nfe in (1, 2, 4, 8, 16):
-        rows.append(_row("teacher", model, "auto", nfe, n))
-    noise = [_row("teacher", model, "auto", 32, n, seed) for seed in (0, 100_000, 200_000)]
+        rows.append(_row("teacher", model, "auto", nfe, n, data))
+    noise = [_row("teacher", model, "auto", 32, n, data, seed) for seed in (0, 100_000, 200_000)]
     rows += noise
-    rows.append(_row("teacher", model, "euler", 16, n))
-    rows.append(_row("teacher", model, "heun", 31, n))
     costs = {}
-    for k in CHAIN:
-        folder = out / f"nfe-{k}"
-        if not (folder / DONE).is_file():
-            continue
+    for folder in students:
         student = load(folder)
-        assert student.sampling == {"sampler": "euler", "nfe": k}
-        rows.append(_row(f"student nfe-{k}", student, None, k, n))
+        k = student.sampling["nfe"]
+        rows.append(_row(f"student nfe-{k}", student, None, k, n, data))
         costs[k] = _minutes(folder)
     fds = [r["fd"] for r in noise]
     result = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "machine": platform.processor() or
-              platform.machine(), "threads": 1, "n": n, "teacher": teacher, "rows": rows,
+              platform.machine(), "threads": 1, "n": n, "data": data, "teacher": teacher, "rows": rows,
               "teacher32_fd_mean": statistics.mean(fds), "teacher32_fd_sd": statistics.stdev(fds),
               "round_minutes": costs, "total_distill_wall_minutes": sum(c["wall"] for c in costs.values())}
     print(f"teacher@32 FD {result['teacher32_fd_mean']:.3f} +- {result['teacher32_fd_sd']:.3f} (3 seed ranges); "
           f"distillation {result['total_distill_wall_minutes']:.1f} wall minutes over {len(costs)} rounds; per round {costs}")
+    out.mkdir(parents=True, exist_ok=True)
     (out / "results.json").write_text(json.dumps(result, indent=2) + "\n")
     return result
 
@@ -103,7 +111,10 @@ def evaluate_all(teacher: str, out: Path, n: int) -> dict:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("stage", choices=("train", "eval"))
+    p.add_argument("--data", default="digits", help="The evaluator's feature space (digits, emoji).")
     p.add_argument("--teacher", default="runs/digits")
+    p.add_argument("--students", nargs="*", type=Path, default=None,
+                   help="Student run folders to evaluate (default: the digits chain under --out).")
     p.add_argument("--out", default="runs/distill_digits")
     p.add_argument("--minutes", type=float, default=5.0, help="Training minutes of one round.")
     p.add_argument("--from-nfe", type=int, default=16, help="The teacher's Heun steps in the first round.")
@@ -114,7 +125,9 @@ def main() -> None:
     if a.stage == "train":
         train_next(a.teacher, Path(a.out), a.minutes, a.from_nfe, a.batch_size)
     else:
-        evaluate_all(a.teacher, Path(a.out), a.n)
+        students = a.students if a.students is not None else \
+            [Path(a.out) / f"nfe-{k}" for k in CHAIN if (Path(a.out) / f"nfe-{k}" / DONE).is_file()]
+        evaluate_all(a.teacher, students, Path(a.out), a.n, a.data)
 
 
 if __name__ == "__main__":
