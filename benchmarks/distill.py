@@ -12,9 +12,9 @@ Emoji (a latent model; the students come from the CLI, two rounds per call):
     unmix train --data emoji --latent --minutes 30 --threads 1 --out runs/emoji_latent
     unmix distill runs/emoji_latent --nfe 4 --minutes 24 --threads 1 --out runs/emoji_latent-4      # 8, 4 steps
     unmix distill runs/emoji_latent-4 --nfe 1 --minutes 24 --threads 1 --out runs/emoji_latent-1    # 2, 1 steps
-    OMP_NUM_THREADS=1 python benchmarks/distill.py eval --data emoji --teacher runs/emoji_latent \
+    python benchmarks/distill.py eval --data emoji --teacher runs/emoji_latent \
         --students runs/emoji_latent-4/rounds/nfe-8 runs/emoji_latent-4 runs/emoji_latent-1/rounds/nfe-2 \
-        runs/emoji_latent-1 --out runs/distill_emoji
+        runs/emoji_latent-1 --out runs/distill_emoji --threads 2
 
 Digits round r distils the previous round's model (runs/distill_digits/nfe-2K) into runs/distill_digits/nfe-K
 with `unmix.distill.distill` (the library call behind `unmix distill`); the first round's teacher is the trained
@@ -82,8 +82,8 @@ def _minutes(folder: Path) -> dict:
             "cpu": json.loads(cpu.read_text())["cpu_minutes"] if cpu.is_file() else None}
 
 
-def evaluate_all(teacher: str, students: list[Path], out: Path, n: int, data: str) -> dict:
-    torch.set_num_threads(1)
+def evaluate_all(teacher: str, students: list[Path], out: Path, n: int, data: str, threads: int = 1) -> dict:
+    torch.set_num_threads(threads)
     rows = []
     model = load(teacher)
     for nfe in (1, 2, 4, 8, 16):
@@ -98,7 +98,7 @@ def evaluate_all(teacher: str, students: list[Path], out: Path, n: int, data: st
         costs[k] = _minutes(folder)
     fds = [r["fd"] for r in noise]
     result = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "machine": platform.processor() or
-              platform.machine(), "threads": 1, "n": n, "data": data, "teacher": teacher, "rows": rows,
+              platform.machine(), "threads": threads, "n": n, "data": data, "teacher": teacher, "rows": rows,
               "teacher32_fd_mean": statistics.mean(fds), "teacher32_fd_sd": statistics.stdev(fds),
               "round_minutes": costs, "total_distill_wall_minutes": sum(c["wall"] for c in costs.values())}
     print(f"teacher@32 FD {result['teacher32_fd_mean']:.3f} +- {result['teacher32_fd_sd']:.3f} (3 seed ranges); "
@@ -120,6 +120,7 @@ def main() -> None:
     p.add_argument("--from-nfe", type=int, default=16, help="The teacher's Heun steps in the first round.")
     p.add_argument("--batch-size", type=int, default=32, help="Images per step (small: more steps per CPU minute).")
     p.add_argument("--n", type=int, default=500, help="Samples per row (FD grows as n falls: compare rows at equal n).")
+    p.add_argument("--threads", type=int, default=1, help="Threads for eval (training rounds use 1).")
     a = p.parse_args()
     torch.set_num_threads(1)
     if a.stage == "train":
@@ -127,7 +128,7 @@ def main() -> None:
     else:
         students = a.students if a.students is not None else \
             [Path(a.out) / f"nfe-{k}" for k in CHAIN if (Path(a.out) / f"nfe-{k}" / DONE).is_file()]
-        evaluate_all(a.teacher, students, Path(a.out), a.n, a.data)
+        evaluate_all(a.teacher, students, Path(a.out), a.n, a.data, a.threads)
 
 
 if __name__ == "__main__":
