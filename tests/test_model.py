@@ -89,6 +89,18 @@ def _walked(model, **kwargs) -> list[float]:
     return seen
 
 
+def test_the_denoiser_is_one_object_while_net_and_recipe_stay(model):
+    """Samplers cache per denoiser object (the pilot's 3-step grid): a new object per call would redo the pilot."""
+    from unmix.samplers import _pilot_cache
+
+    m = Model(model.net, model.recipe, DATA)
+    assert m.denoiser is m.denoiser
+    m.sample(2, nfe=3)
+    assert m.denoiser in _pilot_cache
+    m.recipe = Recipe.from_name("edm", sigma_data=0.4)
+    assert m.denoiser is not None and m.denoiser not in _pilot_cache  # a new recipe: a new denoiser
+
+
 def test_few_step_grids_are_clamped_into_the_recipe_range_not_stretched_onto_it(model):
     """A budget's grid (narrow for few steps) is kept where it fits the recipe's range and clamped where it does
     not; a model's own sampling (a distilled model's) walks the whole range it was trained on."""

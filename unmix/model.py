@@ -43,10 +43,15 @@ class Model:
         self.autoencoder = None if autoencoder is None else autoencoder.eval().requires_grad_(False)
         self.sampling = dict(sampling or {})  # the model's own default sampler / nfe (e.g. a distilled model's)
         self._encoder = None  # a text model's frozen encoder, loaded on the first prompt
+        self._denoiser = None  # (net, recipe, denoiser): see `denoiser`
 
     @property
     def denoiser(self):
-        return self.recipe.denoiser(self.net)
+        """The same object while net and recipe stay, so what samplers cache on it (the pilot's 3-step grid) lasts
+        as long as the model."""
+        if self._denoiser is None or self._denoiser[0] is not self.net or self._denoiser[1] is not self.recipe:
+            self._denoiser = (self.net, self.recipe, self.recipe.denoiser(self.net))
+        return self._denoiser[2]
 
     @property
     def shape(self) -> tuple[int, ...]:
