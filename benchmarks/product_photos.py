@@ -32,11 +32,11 @@ import json
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from unmix.data.products import LEVELS, ProductTriples
 from unmix.fsutil import atomic_path, save_safetensors
+from unmix.grabcut import grabcut_mask, with_grabcut
 from unmix.guidance import ClassifierFreeGuidance
 from unmix.losses import Recipe
 from unmix.metrics.product import composite_on_white, mask_iou, psnr, ssim
@@ -47,36 +47,12 @@ from unmix.product import WHITE_TOLERANCE
 from unmix.samplers import sample
 
 
-def grabcut(busy: torch.Tensor, box: tuple[int, int, int, int] | None = None, iterations: int = 5) -> torch.Tensor:
-    """GrabCut's foreground mask [1, H, W] (1 = product) of one photo [3, H, W] in [-1, 1]; `box` is the product's
-    (top, left, height, width), None for no user input (the whole frame less a 1-px border)."""
-    import cv2
-
-    img = ((busy.permute(1, 2, 0).numpy() + 1) * 127.5).round().clip(0, 255).astype(np.uint8)[..., ::-1].copy()
-    h, w = img.shape[:2]
-    if box is None:
-        rect = (1, 1, w - 2, h - 2)
-    else:
-        top, left, bh, bw = box
-        x0, y0 = max(left, 0), max(top, 0)
-        rect = (x0, y0, max(1, min(left + bw, w) - x0), max(1, min(top + bh, h) - y0))
-    mask = np.zeros((h, w), np.uint8)
-    bgd, fgd = np.zeros((1, 65), np.float64), np.zeros((1, 65), np.float64)
-    cv2.setRNGSeed(0)
-    try:
-        cv2.grabCut(img, mask, rect, bgd, fgd, iterations, cv2.GC_INIT_WITH_RECT)
-    except cv2.error:  # degenerate rectangle or a single-colour region: nothing found
-        return torch.zeros(1, h, w)
-    fg = (mask == cv2.GC_FGD) | (mask == cv2.GC_PR_FGD)
-    return torch.from_numpy(fg.astype(np.float32))[None]
-
-
 def measure(level: str, n: int, size: int, split: str, seed: int) -> dict[str, dict[str, float]]:
     """Median PSNR / SSIM / mask IoU and mean ms per image of each baseline on n triples."""
     t = ProductTriples(size, level, split, seed=seed).triples(range(n))
     methods = {
-        "grabcut": lambda i: grabcut(t.busy[i]),
-        "grabcut-box": lambda i: grabcut(t.busy[i], tuple(int(v) for v in t.box[i])),
+        "grabcut": lambda i: grabcut_mask(t.busy[i]),
+        "grabcut-box": lambda i: grabcut_mask(t.busy[i], tuple(int(v) for v in t.box[i])),
         "true-mask": lambda i: (t.mask[i] > 0.5).float(),
     }
     out = {}
@@ -169,7 +145,7 @@ def alpha_measure(folder: Path, n: int, level: str, split: str, seed: int, nfe: 
     start = time.perf_counter()
     with torch.no_grad():
         d = model.denoiser if guidance is None else ClassifierFreeGuidance(model.denoiser, scale=guidance)
-        a = _alpha_of(sample(d, (n, 4, size, size), "heun", nfe, seed=0, cond=t.busy))
+        a = _alpha_of(sample(d, (n, 4, size, size), "heun", nfe, seed=0, cond=with_grabcut(t.busy)))
     ms = (time.perf_counter() - start) / n * 1000
     pred = on_white(t.busy, a)
     name = f"unmix-alpha-{nfe}nfe" + (f"-w{guidance:g}" if guidance is not None else "")

@@ -44,9 +44,9 @@ def photo(tmp_path_factory):
 def test_train_records_an_image_conditioned_product_model_that_load_rebuilds(run):
     model = unmix.load(run)
     assert model.shape == (4, 32, 32) and model.data["task"] == "product"
-    assert model.net.config.cond_channels == 3
+    assert model.net.config.cond_channels == 4  # the photo and its GrabCut mask
     x = torch.zeros(2, 4, 32, 32)
-    cond = torch.cat([torch.zeros(1, 3, 32, 32), torch.full((1, 3, 32, 32), float("nan"))])
+    cond = torch.cat([torch.zeros(1, 4, 32, 32), torch.full((1, 4, 32, 32), float("nan"))])
     y = model.denoiser(x, torch.tensor([1.0, 1.0]), cond)
     assert torch.isfinite(y).all() and not torch.allclose(y[0], y[1])  # conditioned and unconditioned rows differ
     assert open_checkpoint(run).config["train"]["label_dropout"] == 0.2  # condition dropout, for guidance and scene

@@ -8,6 +8,7 @@ from PIL import Image
 
 from unmix.data import products as P
 from unmix.errors import UnmixError
+from unmix.grabcut import grabcut_mask
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 
@@ -143,16 +144,17 @@ def test_product_metrics_match_references():
     torch.testing.assert_close(composite_on_white(x[:2], alpha)[1], x[1])
 
 
-def test_the_trainers_product_dataset_is_alpha_and_photo_given_the_photo():
-    """`unmix train --data product`: x0 = [alpha in [-1, 1], busy photo], cond = the busy photo, from the same
-    triples as ProductTriples (same seed, same items); only 32 and 64 px recipes."""
+def test_the_trainers_product_dataset_is_alpha_and_photo_given_the_photo_and_its_grabcut_mask():
+    """`unmix train --data product`: x0 = [alpha in [-1, 1], busy photo], cond = [busy photo, GrabCut mask], from
+    the same triples as ProductTriples (same seed, same items); only 32 and 64 px recipes."""
     from unmix.data import load_dataset
 
     ds = load_dataset("product", 32)
-    assert ds.name == "product" and ds.shape == (4, 32, 32) and ds.cond_shape == (3, 32, 32)
+    assert ds.name == "product" and ds.shape == (4, 32, 32) and ds.cond_shape == (4, 32, 32)
     x0, cond = ds.batch(torch.tensor([5, 2]))
     t = P.ProductTriples(32, "clutter", "train").triples([5, 2])
-    assert torch.equal(x0[:, 1:], t.busy) and torch.equal(cond, t.busy)
+    assert torch.equal(x0[:, 1:], t.busy) and torch.equal(cond[:, :3], t.busy)
+    assert torch.equal(cond[:, 3:], torch.stack([grabcut_mask(b) for b in t.busy]) * 2 - 1)
     assert torch.equal(x0[:, :1], t.mask * 2 - 1)
     assert ds.describe()["task"] == "product"
     with pytest.raises(UnmixError, match="32 or 64"):

@@ -557,7 +557,11 @@ def test_product_tab_streams_and_its_cli_line_makes_the_same_picture(product_ser
     info = json.loads(product_server.get("/api/models")[1])
     assert {m["name"]: m["task"] for m in info["models"]} == {"digits": "image", "product": "product"}
     photo = _photo_jpeg()
-    ev = product_server.events("/api/product/run?model=product&job=clean&nfe=5&seed=0", photo)
+    ev = product_server.events("/api/product/run?model=product&job=clean&find=mean&seed=0", photo)
+    assert len([n for n, _ in ev if n == "frame"]) == 1  # the posterior mean: one network call
+    # this 3-step model's mean alpha may be empty: then the job's one line, as from the CLI
+    assert ev[-1][0] == "done" or "no product found" in ev[-1][1]["error"]
+    ev = product_server.events("/api/product/run?model=product&job=clean&find=sample&nfe=5&seed=0", photo)
     assert [n for n, _ in ev][-1] == "done", ev[-1]
     frames = [p for n, p in ev if n == "frame"]
     assert len(frames) == 5  # Heun with 5 NFE (3 levels): one frame per denoiser call
@@ -565,7 +569,7 @@ def test_product_tab_streams_and_its_cli_line_makes_the_same_picture(product_ser
     done = ev[-1][1]
     assert done["size"] == [50, 40] and pixels(done["image"]).shape == (40, 50, 3)
     argv = shlex.split(done["cli"])
-    assert argv[:3] == ["unmix", "product", "clean"] and "--seed" in argv and "--nfe" in argv
+    assert argv[:3] == ["unmix", "product", "clean"] and "--seed" in argv and "--nfe" in argv and "sample" in argv
     (tmp_path / "photo.png").write_bytes(photo)  # the printed command names photo.png; a JPEG under that name is read
     assert argv[3] == "runs/product"  # as found under the server's working folder
     argv[3] = str(product_server.log.parent / argv[3])
@@ -582,16 +586,16 @@ def test_product_tab_scene_keeps_the_product_pixels_and_square_is_square(product
     from unmix import product
 
     photo = _photo_jpeg()
-    ev = product_server.events("/api/product/run?model=product&job=scene&nfe=4&seed=0", photo)
+    ev = product_server.events("/api/product/run?model=product&job=scene&find=sample&nfe=4&seed=0", photo)
     assert ev[-1][0] == "done", ev[-1]
     frames = [p for n, p in ev if n == "frame"]
     assert len(frames) > 33  # the alpha's 33 Heun calls, then the background's RePaint passes
     got = torch.from_numpy(pixels(ev[-1][1]["image"]).copy()).permute(2, 0, 1)
     src = torch.from_numpy(np.array(Image.open(io.BytesIO(photo)).convert("RGB"))).permute(2, 0, 1)
     model = unmix.load(run_dir.parent / "product")
-    mask = product.alpha(model.denoiser, src.float() / 127.5 - 1, 32, nfe=33, seed=0)[0] > 0.5
+    mask = product.alpha(model.denoiser, src.float() / 127.5 - 1, 32, method="sample", nfe=33, seed=0)[0] > 0.5
     assert bool(mask.any()) and torch.equal(got[:, mask], src[:, mask])
-    ev = product_server.events("/api/product/run?model=product&job=square&nfe=4&seed=0", photo)
+    ev = product_server.events("/api/product/run?model=product&job=square&find=sample&nfe=4&seed=0", photo)
     assert ev[-1][0] == "done", ev[-1]
     h, w, _ = pixels(ev[-1][1]["image"]).shape
     assert h == w and "unmix product square" in ev[-1][1]["cli"]

@@ -2,12 +2,12 @@
 the same product in a newly generated scene (*scene*), all from one model trained by `unmix train --data product`.
 
 The model (unmix.data.products.ProductJob) is an image-conditioned denoiser (SR3 / Palette concatenation, see
-unmix.nets.unet) of four channels, x0 = [alpha, photo], trained with the photo as its condition and the condition
-dropped for a share of the draws:
+unmix.nets.unet) of four channels, x0 = [alpha, photo], trained with the photo and its GrabCut mask (unmix.grabcut)
+as its condition and the condition dropped for a share of the draws:
 
 - *clean* samples the alpha given the photo and composites the photo's own pixels on white through it, so the
-  product's pixels are the photo's (design: a mask learns far faster on a CPU budget than a whole white image,
-  and it cannot repaint the product; measured in docs/product_photos.md);
+  product's pixels are the photo's (design: a mask cannot repaint the product, and with it one model serves all
+  three jobs; docs/product_photos.md);
 - *scene* drops the condition and inpaints (unmix.inpaint, RePaint) the photo channels around the product with its
   pixels and the alpha known: a new background drawn from the model's (photo, alpha) distribution; the product's
   pixels are pasted back at the input's resolution, bit for bit;
@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 
 from unmix.errors import UnmixError
+from unmix.grabcut import with_grabcut
 from unmix.guidance import ClassifierFreeGuidance
 from unmix.samplers import sample
 
@@ -83,17 +84,37 @@ def _alpha_of(x: torch.Tensor) -> torch.Tensor:
     return ((x[..., :1, :, :].clamp(-1, 1) + 1) / 2 - 0.1).div(0.8).clamp(0, 1)
 
 
-def alpha(denoiser, image: torch.Tensor, size: int, *, sampler: str = "heun", nfe: int = 33, seed: int = 0,
-          guidance=None, callback=None) -> torch.Tensor:
-    """The product's alpha [1, H, W] in [0, 1] of a busy photo [3, H, W], sampled by a product denoiser trained at
-    `size` (D(x, sigma, cond), x = [alpha, photo], cond = the letterboxed photo [1, 3, size, size]). `guidance`
-    is a wrapper factory (e.g. functools.partial(ClassifierFreeGuidance, scale=2.0)) or None; `callback` is the
-    samplers' (step, sigma, x, x0_hat), x = [alpha, photo] at `size`."""
+MEAN_SIGMA = 80.0  # EDM's largest noise level: there the denoiser's estimate no longer depends on its noisy input
+METHODS = ("mean", "sample")
+
+
+def alpha(denoiser, image: torch.Tensor, size: int, *, method: str = "mean", sampler: str = "heun", nfe: int = 33,
+          seed: int = 0, guidance=None, callback=None) -> torch.Tensor:
+    """The product's alpha [1, H, W] in [0, 1] of a busy photo [3, H, W], by a product denoiser trained at `size`
+    (D(x, sigma, cond), x = [alpha, photo], cond = the letterboxed photo and its GrabCut mask [1, 4, size, size],
+    unmix.grabcut).
+
+    method "mean": the model's posterior mean E[alpha | photo], its estimate at the largest noise level, where the
+    noisy input carries nothing (the limit of averaging ever more samples): one network call, the most likely
+    cut-out, and per pixel the better one (measured in docs/product_photos.md). "sample": one draw from the model's
+    distribution of alphas (`sampler`, `nfe` calls, `seed`): another plausible mask per seed.
+    `guidance` is a wrapper factory (e.g. functools.partial(ClassifierFreeGuidance, scale=2.0)) or None; `callback`
+    is the samplers' (step, sigma, x, x0_hat), x = [alpha, photo] at `size`."""
+    if method not in METHODS:
+        raise UnmixError(f"unknown method {method!r} for finding the product; valid: {', '.join(METHODS)}")
     image = check_photo(image)
     x, box = letterbox(image, size)
     d = denoiser if guidance is None else guidance(denoiser)
+    cond = with_grabcut(x[None])
     with torch.no_grad():
-        out = sample(d, (1, 4, size, size), sampler, nfe, seed=seed, cond=x[None], callback=callback)[0]
+        if method == "sample":
+            out = sample(d, (1, 4, size, size), sampler, nfe, seed=seed, cond=cond, callback=callback)[0]
+        else:
+            noisy, sigma = torch.zeros(1, 4, size, size), torch.full((1,), MEAN_SIGMA)
+            out = d(noisy, sigma, cond)
+            if callback is not None:
+                callback(0, MEAN_SIGMA, noisy, out)
+            out = out[0]
     return unletterbox(_alpha_of(out), box, tuple(image.shape[1:])).clamp(0, 1)
 
 
@@ -128,15 +149,16 @@ def _fill(denoiser, y: torch.Tensor, unknown: torch.Tensor, *, nfe: int, seed: i
                        callback=callback)[0].clamp(-1, 1)
 
 
-def scene(denoiser, image: torch.Tensor, size: int, *, prompt: str | None = None, seed: int = 0, nfe: int = 20,
-          clean_nfe: int = 33, guidance=None, callback=None) -> torch.Tensor:
+def scene(denoiser, image: torch.Tensor, size: int, *, prompt: str | None = None, method: str = "mean", seed: int = 0,
+          nfe: int = 20, clean_nfe: int = 33, guidance=None, callback=None) -> torch.Tensor:
     """The photo's product, its pixels unchanged, in a new background drawn by the model around it (inpainting
     with the product's pixels and mask known); [3, H, W] at the input's size."""
     if prompt is not None:
         raise UnmixError("prompt= needs a text-conditioned product model, and product models are not yet; "
                          "leave prompt=None")
     image = check_photo(image)
-    full = product_mask(alpha(denoiser, image, size, nfe=clean_nfe, seed=seed, guidance=guidance, callback=callback))
+    full = product_mask(alpha(denoiser, image, size, method=method, nfe=clean_nfe, seed=seed, guidance=guidance,
+                              callback=callback))
     x, box = letterbox(image, size)
     m = letterbox(full.float(), size)[0] > 0.5
     y = torch.cat([m.float() * 2 - 1, x])
@@ -171,8 +193,8 @@ def square(white: torch.Tensor, margin: float = 0.1, tolerance: float = WHITE_TO
     return out
 
 
-def square_photo(denoiser, image: torch.Tensor, size: int, *, margin: float = 0.1, seed: int = 0, nfe: int = 20,
-                 clean_nfe: int = 33, border: float = 0.25, guidance=None, callback=None) -> torch.Tensor:
+def square_photo(denoiser, image: torch.Tensor, size: int, *, margin: float = 0.1, method: str = "mean", seed: int = 0,
+                 nfe: int = 20, clean_nfe: int = 33, border: float = 0.25, guidance=None, callback=None) -> torch.Tensor:
     """Busy photo [3, H, W] -> the product on a white square (see `square`). When the product touches the photo's
     frame it is taken to be cut by it: the photo is framed by `border` (a fraction of its long side) of unknown
     pixels on every side, made square, and the model outpaints photo and alpha there (condition dropped) before
@@ -180,7 +202,7 @@ def square_photo(denoiser, image: torch.Tensor, size: int, *, margin: float = 0.
     if not 0 <= margin <= 1:
         raise UnmixError(f"margin= must be between 0 and 1 (a fraction of the product's size), got {margin!r}")
     image = check_photo(image)
-    a = alpha(denoiser, image, size, nfe=clean_nfe, seed=seed, guidance=guidance, callback=callback)
+    a = alpha(denoiser, image, size, method=method, nfe=clean_nfe, seed=seed, guidance=guidance, callback=callback)
     m = product_mask(a)[0]
     if not bool(m[0].any() or m[-1].any() or m[:, 0].any() or m[:, -1].any()):
         return square(on_white(image, a), margin)
@@ -201,12 +223,13 @@ def square_photo(denoiser, image: torch.Tensor, size: int, *, margin: float = 0.
 JOBS = ("clean", "square", "scene")
 
 
-def run_job(job: str, model, image: torch.Tensor, *, seed: int = 0, nfe: int | None = None,
+def run_job(job: str, model, image: torch.Tensor, *, seed: int = 0, nfe: int | None = None, method: str = "mean",
             prompt: str | None = None, guidance: float | None = None, callback=None) -> torch.Tensor:
     """One job of a loaded product Model on a photo [3, H, W]: "clean" (the input's size), "square" (square) or
     "scene" (the input's size, the product's pixels unchanged). `nfe` is the inpainting grid of square and scene
-    (default 20) and the sampling grid of clean (default 33). `guidance` is the classifier-free guidance scale on
-    the photo when the alpha is sampled (None: plain conditional sampling). `callback` sees every denoiser call
+    (default 20) and, with method="sample", the sampling grid of the alpha (default 33); `method` is how the alpha
+    is found (see `alpha`). `guidance` is the classifier-free guidance scale on the photo when the alpha is found
+    (None: plain conditional). `callback` sees every denoiser call
     (step, sigma, x, x0_hat) with x = [alpha, photo] at the model's size, finding the product and then drawing."""
     if guidance is not None and not (isinstance(guidance, (int, float)) and 0 <= guidance <= 100):
         raise UnmixError(f"guidance= must be a number between 0 and 100, got {guidance!r}")
@@ -218,11 +241,14 @@ def run_job(job: str, model, image: torch.Tensor, *, seed: int = 0, nfe: int | N
     if prompt is not None and job != "scene":
         raise UnmixError(f"prompt= is for the scene job, not {job}")
     cfg = None if guidance is None else functools.partial(ClassifierFreeGuidance, scale=float(guidance))
+    if method not in METHODS:
+        raise UnmixError(f"unknown method {method!r} for finding the product; valid: {', '.join(METHODS)}")
     if job == "clean":
-        return clean(d, image, size, seed=seed, nfe=nfe or 33, guidance=cfg, callback=callback)
+        return clean(d, image, size, method=method, seed=seed, nfe=nfe or 33, guidance=cfg, callback=callback)
     if job == "square":
-        return square_photo(d, image, size, seed=seed, nfe=nfe or 20, guidance=cfg, callback=callback)
-    return scene(d, image, size, prompt=prompt, seed=seed, nfe=nfe or 20, guidance=cfg, callback=callback)
+        return square_photo(d, image, size, method=method, seed=seed, nfe=nfe or 20, guidance=cfg, callback=callback)
+    return scene(d, image, size, prompt=prompt, method=method, seed=seed, nfe=nfe or 20, guidance=cfg,
+                 callback=callback)
 
 
 def read_photo(path) -> torch.Tensor:
@@ -249,4 +275,4 @@ def fit(x: torch.Tensor, side: int) -> torch.Tensor:
 
 
 __all__ = ["clean", "alpha", "scene", "square", "square_photo", "on_white", "letterbox", "unletterbox", "product_box",
-           "check_photo", "check_product_model", "run_job", "read_photo", "write_photo", "JOBS"]
+           "check_photo", "check_product_model", "run_job", "read_photo", "write_photo", "JOBS", "METHODS"]

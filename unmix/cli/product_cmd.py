@@ -7,6 +7,7 @@ from pathlib import Path
 import typer
 
 from unmix.cli.app import app
+from unmix.cli.options import choices
 
 product_app = typer.Typer(add_completion=False, rich_markup_mode=None, no_args_is_help=True,
                           help="Product photos: clean to white, frame square, or a new scene behind the product.")
@@ -16,12 +17,16 @@ MODEL = typer.Argument(..., help="A product model: a run folder or checkpoint of
 IMAGE = typer.Argument(..., help="The photo (PNG or JPEG, any size).")
 OUT = typer.Option(..., "--out", help="Output PNG.")
 SEED = typer.Option(0, "--seed", min=0, max=2**63 - 1, help="Seed of the sampling noise.")
-NFE = typer.Option(None, "--nfe", min=2, max=1000, help="Denoiser grid (default: clean 33, square and scene 20).")
+NFE = typer.Option(None, "--nfe", min=2, max=1000,
+                   help="Denoiser grid: square's and scene's drawing (default 20); with --method sample, the alpha's (33).")
+Method = choices("Method", ("mean", "sample"))
+METHOD = typer.Option("mean", "--method", help="How the product is found: mean = the model's posterior mean of the "
+                      "alpha, one network call (the most likely cut-out); sample = one draw per seed (nfe calls).")
 GUIDANCE = typer.Option(None, "--guidance", min=0.0, max=100.0,
                         help="Classifier-free guidance on the photo when finding the product (default: none).")
 
 
-def _run(job: str, model: str, image: Path, out: Path, seed: int, nfe: int | None, guidance: float | None,
+def _run(job: str, model: str, image: Path, out: Path, seed: int, nfe: int | None, method, guidance: float | None,
          prompt: str | None = None) -> None:
     from unmix import product
     from unmix.model import load
@@ -29,28 +34,29 @@ def _run(job: str, model: str, image: Path, out: Path, seed: int, nfe: int | Non
 
     check_file_path(out, ".png")
     photo = product.read_photo(image)
-    result = product.run_job(job, load(model), photo, seed=seed, nfe=nfe, prompt=prompt, guidance=guidance)
+    result = product.run_job(job, load(model), photo, seed=seed, nfe=nfe, method=getattr(method, "value", method),
+                             prompt=prompt, guidance=guidance)
     product.write_photo(result, out)
     print(f"wrote {out} ({result.shape[-1]}x{result.shape[-2]})")
 
 
 @product_app.command()
 def clean(model: str = MODEL, image: Path = IMAGE, out: Path = OUT, seed: int = SEED, nfe: int = NFE,
-          guidance: float = GUIDANCE):
+          method: Method = METHOD, guidance: float = GUIDANCE):
     """The product on clean white, at the photo's size (its pixels are the photo's)."""
-    _run("clean", model, image, out, seed, nfe, guidance)
+    _run("clean", model, image, out, seed, nfe, method, guidance)
 
 
 @product_app.command()
 def square(model: str = MODEL, image: Path = IMAGE, out: Path = OUT, seed: int = SEED, nfe: int = NFE,
-          guidance: float = GUIDANCE):
+          method: Method = METHOD, guidance: float = GUIDANCE):
     """The product centred on a white square; a product cut by the frame is completed by outpainting."""
-    _run("square", model, image, out, seed, nfe, guidance)
+    _run("square", model, image, out, seed, nfe, method, guidance)
 
 
 @product_app.command()
 def scene(model: str = MODEL, image: Path = IMAGE, out: Path = OUT, seed: int = SEED, nfe: int = NFE,
-          guidance: float = GUIDANCE,
+          method: Method = METHOD, guidance: float = GUIDANCE,
           prompt: str = typer.Option(None, "--prompt", help="Describe the scene (needs a text-conditioned model).")):
     """The product, its pixels unchanged, in a new background drawn around it, at the photo's size."""
-    _run("scene", model, image, out, seed, nfe, guidance, prompt)
+    _run("scene", model, image, out, seed, nfe, method, guidance, prompt)

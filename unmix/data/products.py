@@ -30,6 +30,7 @@ import torch
 import torch.nn.functional as F
 
 from unmix.errors import UnmixError
+from unmix.grabcut import with_grabcut
 
 LEVELS = ("plain", "clutter", "cut")
 SPLITS = ("train", "test")
@@ -391,7 +392,8 @@ __all__ = ["ProductTriples", "Triples", "LEVELS", "SPLITS", "product_codepoints"
 
 class ProductJob(ProductTriples):
     """The trainer's dataset for the product jobs (`unmix train --data product`): x0 = [alpha, busy photo], four
-    channels in [-1, 1] (alpha 0..1 mapped to -1..1), cond = the busy photo.
+    channels in [-1, 1] (alpha 0..1 mapped to -1..1), cond = the busy photo and its GrabCut mask (four channels), so
+    the net refines a classical coarse mask rather than finding the product from nothing.
 
     One model serves all three jobs of unmix.product: given the photo as its condition it samples the alpha
     (*clean* composites the photo's own pixels on white through it); with the condition dropped (the NaN row of
@@ -407,10 +409,15 @@ class ProductJob(ProductTriples):
     def shape(self) -> tuple[int, ...]:
         return (4, self.size, self.size)
 
+    @property
+    def cond_shape(self) -> tuple[int, ...]:
+        """The busy photo and its GrabCut mask (unmix.grabcut.with_grabcut)."""
+        return (4, self.size, self.size)
+
     def batch(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """([alpha, busy photo], busy photo) for the given item indices, on idx's device."""
+        """([alpha, busy photo], [busy photo, its GrabCut mask]) for the given item indices, on idx's device."""
         t = self.triples(idx.cpu())
-        return torch.cat([t.mask * 2 - 1, t.busy], 1).to(idx.device), t.busy.to(idx.device)
+        return torch.cat([t.mask * 2 - 1, t.busy], 1).to(idx.device), with_grabcut(t.busy).to(idx.device)
 
     def describe(self) -> dict:
         return {**super().describe(), "task": "product", "channels": ["alpha", "red", "green", "blue"]}
@@ -422,6 +429,7 @@ class ProductJob(ProductTriples):
 
         t = ProductTriples(self.size, self.level, "test", seed=self.seed).triples(range(n))
         with torch.no_grad():
-            x = sample(denoiser, (n, 4, self.size, self.size), "heun", nfe, seed=0, cond=t.busy.to(device)).cpu()
+            x = sample(denoiser, (n, 4, self.size, self.size), "heun", nfe, seed=0,
+                       cond=with_grabcut(t.busy).to(device)).cpu()
         alpha = (x[:, :1].clamp(-1, 1) + 1) / 2
         return torch.stack([t.busy, 1 + alpha * (t.busy - 1), t.white], 1).flatten(0, 1)

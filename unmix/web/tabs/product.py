@@ -17,7 +17,8 @@ from unmix.web.limits import Fields
 from unmix.web.tabs import Tab
 from unmix.web.uploads import read_photo_upload
 
-JOBS = ("clean", "square", "scene")  # unmix.product.JOBS, without importing the product module at start-up
+JOBS = ("clean", "square", "scene")  # unmix.product.JOBS and METHODS, without importing the module at start-up
+METHODS = ("mean", "sample")
 CLEAN_NFE, FILL_NFE, REPAINT_REPEATS = 33, 20, 4  # unmix.product's defaults: finding the product, drawing around it
 EXAMPLE_SIDE, EXAMPLES = 128, 10_000
 
@@ -58,9 +59,11 @@ async def run(request: Request):
     entry = web.models.entry(f.text("model"), "product")
     job = f.choice("job", "clean", JOBS)
     seed = f.int("seed", 0, 0, 2**31 - 1)
+    method = f.choice("find", "mean", METHODS)  # "method" names the inpainting tab's select on the page
     nfe = f.int("nfe", CLEAN_NFE if job == "clean" else FILL_NFE, 2, lim.max_nfe)
     guidance = f.float("guidance", None, 0.0, 100.0)
-    calls = (nfe if job == "clean" else CLEAN_NFE + nfe * REPAINT_REPEATS) * (1 if guidance is None else 2)
+    finding = (nfe if job == "clean" else CLEAN_NFE) if method == "sample" else 1
+    calls = (finding + (0 if job == "clean" else nfe * REPAINT_REPEATS)) * (1 if guidance is None else 2)
     if calls > lim.max_calls:
         raise UnmixError(f"{job} with nfe={nfe} costs about {calls} network passes; this server's limit is "
                          f"{lim.max_calls}")
@@ -68,12 +71,13 @@ async def run(request: Request):
     async with web.decoding:
         photo = await run_in_threadpool(read_photo_upload, data, lim.max_upload_bytes, lim.max_upload_side,
                                         lim.max_photo_pixels)
-    cli = cli_line(f"product {job}", entry, "photo.png", out=f"{job}.png", seed=seed, nfe=nfe, guidance=guidance)
+    cli = cli_line(f"product {job}", entry, "photo.png", out=f"{job}.png", seed=seed, nfe=nfe,
+                   method=None if method == "mean" else method, guidance=guidance)
 
     def work(progress) -> dict:
         from unmix.product import run_job
 
-        out = run_job(job, web.models.model(entry.name), photo, seed=seed, nfe=nfe, guidance=guidance,
+        out = run_job(job, web.models.model(entry.name), photo, seed=seed, nfe=nfe, method=method, guidance=guidance,
                       callback=_frames(progress))
         return {"image": image_url(out), "cli": cli, "filename": f"{job}-seed{seed}.png",
                 "size": [int(out.shape[-1]), int(out.shape[-2])]}
