@@ -1,6 +1,6 @@
 """A classical foreground mask for product photos: OpenCV's GrabCut (Rother et al. 2004) with no user input.
 
-Product models (unmix.data.products.ProductJob) take it as a second condition beside the photo, so the diffusion
+Product models (unmix.data.product_job.ProductJob) take it as a second condition beside the photo, so the diffusion
 refines a coarse mask instead of finding the product from nothing (the idea of SegRefiner, Wang et al. 2023,
 which refines any segmenter's masks by diffusion). On a CPU budget that is the difference between blobs and masks
 that beat GrabCut itself (docs/product_photos.md). OpenCV is the optional `product` extra.

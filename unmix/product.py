@@ -1,7 +1,7 @@
 """Product photos for a listing: busy photo -> the product on clean white (*clean*), framed square (*square*), or
 the same product in a newly generated scene (*scene*), all from one model trained by `unmix train --data product`.
 
-The model (unmix.data.products.ProductJob) is an image-conditioned denoiser (SR3 / Palette concatenation, see
+The model (unmix.data.product_job.ProductJob) is an image-conditioned denoiser (SR3 / Palette concatenation, see
 unmix.nets.unet) of four channels, x0 = [alpha, photo], trained with the photo and its GrabCut mask (unmix.grabcut)
 as its condition and the condition dropped for a share of the draws:
 

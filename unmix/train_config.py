@@ -98,7 +98,7 @@ PRESETS = {
     # benchmarks/latent_emoji.py (FD 13.7 after 20 CPU minutes, the autoencoder's 6 included)
     "latent": dict(batch_size=32, lr=2e-3, ema_halflife_kimg=10.0, steps=20000, sigma_data=1.0, p_mean=0.0,
                    net=dict(kind="unet", channels=64, channel_mult=[1, 2], num_res_blocks=1, attn_levels=[1])),
-    # product: [alpha, photo] given the photo and its GrabCut mask (unmix.data.products.ProductJob); the condition
+    # product: [alpha, photo] given the photo and its GrabCut mask (unmix.data.product_job.ProductJob); the condition
     # dropped for 20% of the draws so that the same net inpaints scenes and borders unconditionally (unmix.product).
     # Patches fold the image to a 16-pixel grid at any size (2x2 at 32, 4x4 at 64). Noise levels centred higher
     # than EDM's (ln sigma ~ N(0.5, 1)): a binary mask is read off its own noisy copy below sigma ~ 0.3, so EDM's

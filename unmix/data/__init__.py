@@ -27,7 +27,7 @@ def load_dataset(spec: str, size: int | None = None) -> Dataset:
     if spec in ("emoji", "emoji+sequences"):  # +sequences: flags, keycaps, skin tones, ZWJ sequences too
         return load_emoji(size or 32, sequences=spec == "emoji+sequences")
     if spec == "product":  # generated (photo, alpha) pairs for the product jobs, 32 or 64 px (unmix.product)
-        from unmix.data.products import ProductJob
+        from unmix.data.product_job import ProductJob
 
         if size not in (None, 32, 64):
             raise UnmixError(f"the product recipes are 32 or 64 px; size={size} is not available")
