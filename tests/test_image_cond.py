@@ -169,7 +169,7 @@ def _ideal_product_denoiser(x, sigma, cond=None):
     if cond is None or bool(torch.isnan(cond).all()):
         return torch.cat([-torch.ones_like(x[:, :1]), torch.zeros_like(x[:, 1:])], 1)
     red = ((cond[:, :1] > 0.5) & (cond[:, 1:2] < -0.5)).to(x.dtype) * 2 - 1
-    return torch.cat([red, cond], 1).expand_as(x)
+    return torch.cat([red, cond[:, :3]], 1).expand_as(x)  # cond = [photo, its GrabCut mask]
 
 
 def _red_product_photo(h: int, w: int, top: int, left: int, ph: int, pw: int, seed: int = 0) -> torch.Tensor:
@@ -180,10 +180,14 @@ def _red_product_photo(h: int, w: int, top: int, left: int, ph: int, pw: int, se
     return photo
 
 
-def test_clean_with_the_ideal_alpha_keeps_the_product_pixels_and_whitens_the_rest():
-    """The closed form: with the exact alpha, clean is the photo inside the product and white outside."""
+@pytest.mark.parametrize("method", ["mean", "sample"])
+def test_clean_with_the_ideal_alpha_keeps_the_product_pixels_and_whitens_the_rest(method):
+    """The closed form: with the exact alpha, clean is the photo inside the product and white outside, whether the
+    alpha is the posterior mean (one call) or a sample."""
     photo = _red_product_photo(16, 16, 4, 3, 6, 9)
-    out = product.clean(_ideal_product_denoiser, photo, 16, nfe=3)
+    calls = []
+    out = product.clean(_ideal_product_denoiser, photo, 16, method=method, nfe=3, callback=lambda *a: calls.append(a))
+    assert len(calls) == (1 if method == "mean" else 3)
     inside = torch.zeros(16, 16, dtype=torch.bool)
     inside[4:10, 3:12] = True
     assert torch.equal(out[:, inside], photo[:, inside])
@@ -211,6 +215,11 @@ def test_square_photo_outpaints_a_product_cut_by_the_frame_and_keeps_its_pixels(
     assert torch.equal(out[:, 3:9, 2:10], photo[:, 1:7, 0:8])
     whole = _red_product_photo(10, 16, 1, 4, 6, 8, seed=3)  # not cut: centred on white, no outpainting
     assert torch.equal(product.square_photo(_ideal_product_denoiser, whole, 16, margin=0.25, clean_nfe=3), out)
+
+
+def test_an_unknown_method_is_one_clear_error():
+    with pytest.raises(UnmixError, match="unknown method 'median'"):
+        product.clean(_ideal_product_denoiser, _red_product_photo(16, 16, 4, 3, 6, 9), 16, method="median")
 
 
 def test_clean_of_a_photo_with_no_product_is_one_clear_error():
