@@ -13,7 +13,8 @@ per image against the white-background truth, PSNR / SSIM and the IoU of the bin
 
     python benchmarks/product_photos.py --n 200 --size 64 --levels plain clutter          # the baselines alone
     python benchmarks/product_photos.py clean runs/product64 --n 200 --levels plain clutter \\
-        --methods mean sample --guidance 1 2                                                # a model beside them
+        --methods mean sample --guidance 1.5                                                # a model beside them
+    python benchmarks/product_photos.py pictures runs/product64 --out docs                 # the README's pictures
 
 Needs opencv-python-headless (works offline). Times are this process's wall clock per image at 1 thread (the
 model's rows include its GrabCut).
@@ -28,6 +29,7 @@ from pathlib import Path
 import torch
 
 from unmix.data.products import LEVELS, ProductTriples
+from unmix.errors import UnmixError
 from unmix.grabcut import grabcut_mask
 from unmix.metrics.product import composite_on_white, mask_iou, psnr, ssim
 
@@ -79,6 +81,43 @@ def model_rows(folder: Path, level: str, n: int, split: str, seed: int, methods,
     return size, out
 
 
+def pictures(folder: Path, out: Path, n: int = 8, seed: int = 0) -> None:
+    """The README's pictures: n held-out clutter photos as rows of busy | GrabCut | clean | square | scene | truth
+    (product_jobs_grid.png, each tile at the model's size, square resized to it; grey where a job found no
+    product), and skimage's coffee photo
+    (held out, 600x400) as photo | clean | scene | square (product_coffee.png)."""
+    import skimage.data
+
+    import unmix
+    from unmix.data.images import make_grid, save_png, to_pil
+    from unmix.product import check_product_model, fit, run_job
+    from unmix.show import row
+
+    model = unmix.load(folder)
+    check_product_model(model)
+    size = model.shape[-1]
+    t = ProductTriples(size, "clutter", "test", seed=seed).triples(range(n))
+    def job_or_grey(job, photo, seed):  # grey: the job's "no product found" (its mask is empty)
+        try:
+            return run_job(job, model, photo, seed=seed)
+        except UnmixError:
+            return torch.zeros(3, size, size)
+
+    tiles = []
+    for i in range(n):
+        jobs = {job: job_or_grey(job, t.busy[i], i) for job in ("clean", "square", "scene")}
+        tiles += [t.busy[i], composite_on_white(t.busy[i:i + 1], grabcut_mask(t.busy[i])[None])[0], jobs["clean"],
+                  fit(jobs["square"], size), jobs["scene"], t.white[i]]
+    out.mkdir(parents=True, exist_ok=True)
+    save_png(make_grid(torch.stack(tiles), nrow=6, scale=2), out / "product_jobs_grid.png")
+    coffee = torch.from_numpy(skimage.data.coffee()).permute(2, 0, 1).float() / 127.5 - 1
+    jobs = [run_job(job, model, coffee) for job in ("clean", "scene", "square")]
+    side = coffee.shape[1]
+    save_png(row([to_pil(coffee), to_pil(jobs[0]), to_pil(jobs[1]), to_pil(fit(jobs[2], side))], gap=8),
+             out / "product_coffee.png")
+    print(f"wrote {out / 'product_jobs_grid.png'} and {out / 'product_coffee.png'}")
+
+
 def _table(level: str, rows: dict[str, dict[str, float]]) -> None:
     for name, r in rows.items():
         print(f"{level:8s} {name:22s} {r['psnr']:8.2f} {r['ssim']:6.3f} {r['iou']:6.3f} {r['ms_per_image']:7.1f}",
@@ -88,7 +127,8 @@ def _table(level: str, rows: dict[str, dict[str, float]]) -> None:
 def main() -> None:
     torch.set_num_threads(1)
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("command", nargs="?", choices=("clean",), help="clean MODEL: a product model beside the baselines")
+    ap.add_argument("command", nargs="?", choices=("clean", "pictures"),
+                    help="clean MODEL: a product model beside the baselines; pictures MODEL --out DIR: README pictures")
     ap.add_argument("folder", type=Path, nargs="?")
     ap.add_argument("--n", type=int, default=200)
     ap.add_argument("--size", type=int, default=64, help="baselines alone: the frame side (a model sets its own)")
@@ -99,9 +139,12 @@ def main() -> None:
     ap.add_argument("--guidance", nargs="+", type=float, default=[], help="also these guidance scales on the photo")
     ap.add_argument("--nfe", type=int, default=33, help="the sample method's grid")
     ap.add_argument("--json", type=Path, default=None, help="also write the numbers here")
+    ap.add_argument("--out", type=Path, default=Path("docs"), help="pictures: the folder to write them to")
     a = ap.parse_args()
-    if a.command == "clean" and a.folder is None:
-        ap.error("clean needs a product model folder")
+    if a.command and a.folder is None:
+        ap.error(f"{a.command} needs a product model folder")
+    if a.command == "pictures":
+        return pictures(a.folder, a.out)
     results = {}
     size = a.size
     for level in a.levels:

@@ -104,6 +104,9 @@ def test_bad_inputs_exit_2_with_one_line(run, photo, tmp_path, capsys):
                                            str(tmp_path / "o.png")]))
     assert "--prompt" in err
     _one_error_line(capsys, run_app(["product", "square", str(run), str(photo), "--out", str(tmp_path / "o.jpg")]))
+    err = _one_error_line(capsys, run_app(["product", "clean", str(run), str(photo), "--method", "median", "--out",
+                                           str(tmp_path / "o.png")]))
+    assert "median" in err
     assert not list(tmp_path.glob("o.*"))
 
 
