@@ -241,8 +241,6 @@ def run_job(job: str, model, image: torch.Tensor, *, seed: int = 0, nfe: int | N
     if prompt is not None and job != "scene":
         raise UnmixError(f"prompt= is for the scene job, not {job}")
     cfg = None if guidance is None else functools.partial(ClassifierFreeGuidance, scale=float(guidance))
-    if method not in METHODS:
-        raise UnmixError(f"unknown method {method!r} for finding the product; valid: {', '.join(METHODS)}")
     if job == "clean":
         return clean(d, image, size, method=method, seed=seed, nfe=nfe or 33, guidance=cfg, callback=callback)
     if job == "square":
