@@ -5,11 +5,14 @@ per image against the white-background truth, PSNR / SSIM and the IoU of the bin
 
   grabcut       OpenCV GrabCut (Rother et al. 2004) with no user input: the rectangle is the whole frame less a
                 1-px border, 5 iterations; its foreground (sure + probable) is kept, the rest turned white
+  grabcut-feathered  the same with the one-pixel soft edge that unmix's refined alpha gets (unmix.product.feather):
+                the control that tells the model's share of a gain from the feathering's
   grabcut-box   the same given the true product box (what a user drawing a rectangle gives it)
   true-mask     the photo composited on white through the true binary mask (alpha > 0.5): the ceiling of any
                 method that selects pixels rather than repaint them (edge pixels keep their background blend)
   unmix-...     a product model of `unmix train --data product` through the library's job (unmix.product.alpha:
-                GrabCut, then the model's alpha, the photo composited on white through it), per method
+                GrabCut, then the model's alpha, refined by GrabCut seeded with it and feathered, the photo composited
+                on white through it), per method; -unrefined: the model's own soft alpha
 
     python benchmarks/product_photos.py --n 200 --size 64 --levels plain clutter          # the baselines alone
     python benchmarks/product_photos.py clean runs/product64 --n 200 --levels plain clutter \\
@@ -32,6 +35,7 @@ from unmix.data.products import LEVELS, ProductTriples
 from unmix.errors import UnmixError
 from unmix.grabcut import grabcut_mask
 from unmix.metrics.product import composite_on_white, mask_iou, psnr, ssim
+from unmix.product import feather
 
 
 def _row(pred: torch.Tensor, masks: torch.Tensor, t, ms: float) -> dict[str, float]:
@@ -44,6 +48,7 @@ def measure(level: str, n: int, size: int, split: str, seed: int) -> dict[str, d
     t = ProductTriples(size, level, split, seed=seed).triples(range(n))
     methods = {
         "grabcut": lambda i: grabcut_mask(t.busy[i]),
+        "grabcut-feathered": lambda i: feather(grabcut_mask(t.busy[i])),
         "grabcut-box": lambda i: grabcut_mask(t.busy[i], tuple(int(v) for v in t.box[i])),
         "true-mask": lambda i: (t.mask[i] > 0.5).float(),
     }
@@ -51,7 +56,8 @@ def measure(level: str, n: int, size: int, split: str, seed: int) -> dict[str, d
     for name, fn in methods.items():
         start = time.perf_counter()
         masks = torch.stack([fn(i) for i in range(n)])
-        out[name] = _row(composite_on_white(t.busy, masks), masks, t, (time.perf_counter() - start) / n * 1000)
+        out[name] = _row(composite_on_white(t.busy, masks), (masks > 0.5).float(), t,
+                         (time.perf_counter() - start) / n * 1000)
     return out
 
 
@@ -71,13 +77,15 @@ def model_rows(folder: Path, level: str, n: int, split: str, seed: int, methods,
     out = {}
     for method in methods:
         for w in guidances:
-            g = None if w is None else functools.partial(ClassifierFreeGuidance, scale=w)
-            start = time.perf_counter()
-            a = torch.stack([alpha(model.denoiser, t.busy[i], size, method=method, nfe=nfe, guidance=g)
-                             for i in range(n)])
-            ms = (time.perf_counter() - start) / n * 1000
-            name = f"unmix-{method}" + (f"-{nfe}nfe" if method == "sample" else "") + (f"-w{w:g}" if w else "")
-            out[name] = _row(on_white(t.busy, a), (a > 0.5).float(), t, ms)
+            for refine in (True, False):
+                g = None if w is None else functools.partial(ClassifierFreeGuidance, scale=w)
+                start = time.perf_counter()
+                a = torch.stack([alpha(model.denoiser, t.busy[i], size, method=method, refine=refine, nfe=nfe,
+                                       guidance=g) for i in range(n)])
+                ms = (time.perf_counter() - start) / n * 1000
+                name = (f"unmix-{method}" + (f"-{nfe}nfe" if method == "sample" else "") + (f"-w{w:g}" if w else "")
+                        + ("" if refine else "-unrefined"))
+                out[name] = _row(on_white(t.busy, a), (a > 0.5).float(), t, ms)
     return size, out
 
 
@@ -120,7 +128,7 @@ def pictures(folder: Path, out: Path, n: int = 8, seed: int = 0) -> None:
 
 def _table(level: str, rows: dict[str, dict[str, float]]) -> None:
     for name, r in rows.items():
-        print(f"{level:8s} {name:22s} {r['psnr']:8.2f} {r['ssim']:6.3f} {r['iou']:6.3f} {r['ms_per_image']:7.1f}",
+        print(f"{level:8s} {name:28s} {r['psnr']:8.2f} {r['ssim']:6.3f} {r['iou']:6.3f} {r['ms_per_image']:7.1f}",
               flush=True)
 
 
@@ -153,7 +161,7 @@ def main() -> None:
             size, rows = model_rows(a.folder, level, a.n, a.split, a.seed, a.methods, [None, *a.guidance], a.nfe)
         if not results:
             print(f"{a.n} triples, {size} px, split {a.split}, seed {a.seed}: medians")
-            print(f"{'level':8s} {'method':22s} {'PSNR dB':>8s} {'SSIM':>6s} {'IoU':>6s} {'ms/img':>7s}")
+            print(f"{'level':8s} {'method':28s} {'PSNR dB':>8s} {'SSIM':>6s} {'IoU':>6s} {'ms/img':>7s}")
         results[level] = {**measure(level, a.n, size, a.split, a.seed), **rows}
         _table(level, results[level])
     if a.json:

@@ -3,9 +3,11 @@ import sys
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from unmix.errors import UnmixError
-from unmix.grabcut import grabcut_mask, with_grabcut
+from unmix.grabcut import grabcut_mask, grabcut_refine, with_grabcut
+from unmix.product import feather
 from unmix.train_config import TrainConfig, fill_defaults, network_config
 
 
@@ -40,6 +42,41 @@ def test_the_condition_is_the_photo_and_its_mask_in_minus_one_to_one():
     c = with_grabcut(torch.stack([photo, photo.flip(-1)]))
     assert c.shape == (2, 4, 32, 32) and torch.equal(c[:, :3], torch.stack([photo, photo.flip(-1)]))
     assert torch.equal(c[0, 3:], grabcut_mask(photo) * 2 - 1) and torch.equal(c[1, 3:], grabcut_mask(photo.flip(-1)) * 2 - 1)
+
+
+def _iou(a, b):
+    return float((a * b).sum() / ((a + b) > 0).sum())
+
+
+def test_refine_snaps_a_blurred_shifted_seed_onto_the_object_and_keeps_the_sure_seeds():
+    photo, disc = _disc_photo()
+    seed = F.avg_pool2d(disc.roll(2, -1)[None], 7, 1, 3)[0]  # the disc moved 2 px and blurred: soft and off
+    m = grabcut_refine(photo, seed)
+    assert m.shape == (1, 32, 32) and set(m.unique().tolist()) <= {0.0, 1.0}
+    assert _iou((seed > 0.5).float(), disc) < 0.85 < 0.95 < _iou(m, disc)
+    assert torch.equal(m, grabcut_refine(photo, seed))
+    sure = seed.clone()
+    sure[:, :4, :4] = 1.0  # a background corner the seed is sure of stays product; a sure hole stays out
+    sure[:, 14:18, 16:20] = 0.0
+    m = grabcut_refine(photo, sure)
+    assert bool((m[:, :4, :4] == 1).all()) and bool((m[:, 14:18, 16:20] == 0).all())
+
+
+def test_refine_of_a_seed_with_no_product_is_an_empty_mask():
+    photo, _ = _disc_photo()
+    assert grabcut_refine(photo, torch.zeros(1, 32, 32)).sum() == 0
+    assert grabcut_refine(photo, torch.full((1, 32, 32), 0.3)).sum() == 0
+
+
+def test_feather_gives_a_hard_edge_one_soft_pixel_each_side_in_closed_form():
+    m = torch.zeros(1, 8, 8)
+    m[:, :, :4] = 1  # a vertical edge between columns 3 and 4
+    a = feather(m)
+    assert torch.equal(a[:, :, :3], torch.ones(1, 8, 3)) and torch.equal(a[:, :, 5:], torch.zeros(1, 8, 3))
+    assert torch.allclose(a[:, :, 3], torch.full((1, 8), (2 / 3 - 0.2) / 0.6))  # 3x3 average 2/3, stretched
+    assert torch.allclose(a[:, :, 4], torch.full((1, 8), (1 / 3 - 0.2) / 0.6))
+    assert torch.equal(feather(torch.ones(1, 5, 5)), torch.ones(1, 5, 5))  # the frame's edge is not an edge
+    assert torch.equal(feather(m) > 0.5, m > 0.5)
 
 
 def test_without_opencv_it_is_one_clear_error(monkeypatch):

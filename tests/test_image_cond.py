@@ -181,17 +181,26 @@ def _red_product_photo(h: int, w: int, top: int, left: int, ph: int, pw: int, se
 
 
 @pytest.mark.parametrize("method", ["mean", "sample"])
-def test_clean_with_the_ideal_alpha_keeps_the_product_pixels_and_whitens_the_rest(method):
+@pytest.mark.parametrize("refine", [False, True])
+def test_clean_with_the_ideal_alpha_keeps_the_product_pixels_and_whitens_the_rest(method, refine):
     """The closed form: with the exact alpha, clean is the photo inside the product and white outside, whether the
-    alpha is the posterior mean (one call) or a sample."""
+    alpha is the posterior mean (one call, of the photo and its mirror image: the product is off centre) or a
+    sample; refined, the same less a one-pixel soft edge on each side of the product's border."""
     photo = _red_product_photo(16, 16, 4, 3, 6, 9)
     calls = []
-    out = product.clean(_ideal_product_denoiser, photo, 16, method=method, nfe=3, callback=lambda *a: calls.append(a))
+    out = product.clean(_ideal_product_denoiser, photo, 16, method=method, refine=refine, nfe=3,
+                        callback=lambda *a: calls.append(a))
     assert len(calls) == (1 if method == "mean" else 3)
     inside = torch.zeros(16, 16, dtype=torch.bool)
     inside[4:10, 3:12] = True
-    assert torch.equal(out[:, inside], photo[:, inside])
-    assert bool((out[:, ~inside] == 1).all())
+    core, beyond = inside.clone(), ~inside
+    if refine:
+        core, beyond = torch.zeros_like(inside), torch.ones_like(inside)
+        core[5:9, 4:11], beyond[3:11, 2:13] = True, False
+        band = ~core & ~beyond
+        assert bool(((out[:, band] - photo[:, band]).abs().amax(0) > 0).all())  # blended with white there
+    assert torch.equal(out[:, core], photo[:, core])
+    assert bool((out[:, beyond] == 1).all())
 
 
 def test_scene_keeps_the_product_pixels_bit_for_bit_at_any_size():
@@ -210,11 +219,12 @@ def test_scene_keeps_the_product_pixels_bit_for_bit_at_any_size():
 
 def test_square_photo_outpaints_a_product_cut_by_the_frame_and_keeps_its_pixels():
     photo = _red_product_photo(10, 16, 1, 0, 6, 8, seed=3)  # the product touches the left edge
-    out = product.square_photo(_ideal_product_denoiser, photo, 16, margin=0.25, nfe=4, clean_nfe=3)
+    out = product.square_photo(_ideal_product_denoiser, photo, 16, margin=0.25, nfe=4, clean_nfe=3, refine=False)
     assert out.shape == (3, 12, 12)  # the 6x8 product (the ideal outpainting adds none) + 2 * 2 of white
     assert torch.equal(out[:, 3:9, 2:10], photo[:, 1:7, 0:8])
     whole = _red_product_photo(10, 16, 1, 4, 6, 8, seed=3)  # not cut: centred on white, no outpainting
-    assert torch.equal(product.square_photo(_ideal_product_denoiser, whole, 16, margin=0.25, clean_nfe=3), out)
+    assert torch.equal(product.square_photo(_ideal_product_denoiser, whole, 16, margin=0.25, clean_nfe=3,
+                                            refine=False), out)
 
 
 def test_an_unknown_method_is_one_clear_error():

@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 
 from unmix.errors import UnmixError
-from unmix.grabcut import with_grabcut
+from unmix.grabcut import grabcut_refine, with_grabcut
 from unmix.guidance import ClassifierFreeGuidance
 from unmix.samplers import sample
 
@@ -78,26 +78,44 @@ def check_product_model(model) -> None:
                          "train one with unmix train --data product")
 
 
+def _raw_alpha(x: torch.Tensor) -> torch.Tensor:
+    """The alpha channel of [.., 4, S, S] samples in [-1, 1] -> [0, 1]."""
+    return (x[..., :1, :, :].clamp(-1, 1) + 1) / 2
+
+
+def _snap(a: torch.Tensor, low: float = 0.1, high: float = 0.9) -> torch.Tensor:
+    """An alpha in [0, 1] with its confident ends snapped to exactly 0 and 1 (below `low`, above `high`), so the
+    product's inner pixels come out as the photo's own."""
+    return ((a - low) / (high - low)).clamp(0, 1)
+
+
 def _alpha_of(x: torch.Tensor) -> torch.Tensor:
-    """The alpha channel of [.., 4, S, S] samples in [-1, 1] -> [0, 1], with the confident ends snapped to exactly 0
-    and 1 (below 0.1 and above 0.9), so the product's inner pixels come out as the photo's own."""
-    return ((x[..., :1, :, :].clamp(-1, 1) + 1) / 2 - 0.1).div(0.8).clamp(0, 1)
+    return _snap(_raw_alpha(x))
+
+
+def feather(mask: torch.Tensor) -> torch.Tensor:
+    """A hard mask [1, S, S] -> an alpha with a one-pixel soft edge (3x3 average, 0.2..0.8 stretched to 0..1): real
+    product edges are anti-aliased, and a hard cut-out's stair-steps against white cost SSIM
+    (docs/product_photos.md)."""
+    return _snap(F.avg_pool2d(mask[None].float(), 3, 1, 1, count_include_pad=False)[0], 0.2, 0.8)
 
 
 MEAN_SIGMA = 80.0  # EDM's largest noise level: there the denoiser's estimate no longer depends on its noisy input
 METHODS = ("mean", "sample")
 
 
-def alpha(denoiser, image: torch.Tensor, size: int, *, method: str = "mean", sampler: str = "heun", nfe: int = 33,
-          seed: int = 0, guidance=None, callback=None) -> torch.Tensor:
+def alpha(denoiser, image: torch.Tensor, size: int, *, method: str = "mean", refine: bool = True, sampler: str = "heun",
+          nfe: int = 33, seed: int = 0, guidance=None, callback=None) -> torch.Tensor:
     """The product's alpha [1, H, W] in [0, 1] of a busy photo [3, H, W], by a product denoiser trained at `size`
     (D(x, sigma, cond), x = [alpha, photo], cond = the letterboxed photo and its GrabCut mask [1, 4, size, size],
     unmix.grabcut).
 
     method "mean": the model's posterior mean E[alpha | photo], its estimate at the largest noise level, where the
-    noisy input carries nothing (the limit of averaging ever more samples): one network call, the most likely
-    cut-out, and per pixel the better one (measured in docs/product_photos.md). "sample": one draw from the model's
-    distribution of alphas (`sampler`, `nfe` calls, `seed`): another plausible mask per seed.
+    noisy input carries nothing (the limit of averaging ever more samples), averaged with the same for the mirrored
+    photo: one network call on a batch of two, the most likely cut-out (measured in docs/product_photos.md).
+    "sample": one draw from the model's distribution of alphas (`sampler`, `nfe` calls, `seed`).
+    `refine`: the alpha is snapped to the photo's edges by GrabCut seeded with it (unmix.grabcut.grabcut_refine)
+    and given a one-pixel soft edge (`feather`); without it, the model's alpha with its ends snapped to 0 and 1.
     `guidance` is a wrapper factory (e.g. functools.partial(ClassifierFreeGuidance, scale=2.0)) or None; `callback`
     is the samplers' (step, sigma, x, x0_hat), x = [alpha, photo] at `size`."""
     if method not in METHODS:
@@ -108,14 +126,15 @@ def alpha(denoiser, image: torch.Tensor, size: int, *, method: str = "mean", sam
     cond = with_grabcut(x[None])
     with torch.no_grad():
         if method == "sample":
-            out = sample(d, (1, 4, size, size), sampler, nfe, seed=seed, cond=cond, callback=callback)[0]
+            a = _raw_alpha(sample(d, (1, 4, size, size), sampler, nfe, seed=seed, cond=cond, callback=callback)[0])
         else:
-            noisy, sigma = torch.zeros(1, 4, size, size), torch.full((1,), MEAN_SIGMA)
-            out = d(noisy, sigma, cond)
+            noisy, sigma = torch.zeros(2, 4, size, size), torch.full((2,), MEAN_SIGMA)
+            out = d(noisy, sigma, torch.cat([cond, with_grabcut(x.flip(-1)[None])]))
             if callback is not None:
-                callback(0, MEAN_SIGMA, noisy, out)
-            out = out[0]
-    return unletterbox(_alpha_of(out), box, tuple(image.shape[1:])).clamp(0, 1)
+                callback(0, MEAN_SIGMA, noisy[:1], out[:1])
+            a = (_raw_alpha(out[0]) + _raw_alpha(out[1]).flip(-1)) / 2
+    a = feather(grabcut_refine(x, a)) if refine else _snap(a)
+    return unletterbox(a, box, tuple(image.shape[1:])).clamp(0, 1)
 
 
 def on_white(image: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
@@ -149,16 +168,16 @@ def _fill(denoiser, y: torch.Tensor, unknown: torch.Tensor, *, nfe: int, seed: i
                        callback=callback)[0].clamp(-1, 1)
 
 
-def scene(denoiser, image: torch.Tensor, size: int, *, prompt: str | None = None, method: str = "mean", seed: int = 0,
-          nfe: int = 20, clean_nfe: int = 33, guidance=None, callback=None) -> torch.Tensor:
+def scene(denoiser, image: torch.Tensor, size: int, *, prompt: str | None = None, method: str = "mean",
+          refine: bool = True, seed: int = 0, nfe: int = 20, clean_nfe: int = 33, guidance=None, callback=None) -> torch.Tensor:
     """The photo's product, its pixels unchanged, in a new background drawn by the model around it (inpainting
     with the product's pixels and mask known); [3, H, W] at the input's size."""
     if prompt is not None:
         raise UnmixError("prompt= needs a text-conditioned product model, and product models are not yet; "
                          "leave prompt=None")
     image = check_photo(image)
-    full = product_mask(alpha(denoiser, image, size, method=method, nfe=clean_nfe, seed=seed, guidance=guidance,
-                              callback=callback))
+    full = product_mask(alpha(denoiser, image, size, method=method, refine=refine, nfe=clean_nfe, seed=seed,
+                              guidance=guidance, callback=callback))
     x, box = letterbox(image, size)
     m = letterbox(full.float(), size)[0] > 0.5
     y = torch.cat([m.float() * 2 - 1, x])
@@ -193,8 +212,9 @@ def square(white: torch.Tensor, margin: float = 0.1, tolerance: float = WHITE_TO
     return out
 
 
-def square_photo(denoiser, image: torch.Tensor, size: int, *, margin: float = 0.1, method: str = "mean", seed: int = 0,
-                 nfe: int = 20, clean_nfe: int = 33, border: float = 0.25, guidance=None, callback=None) -> torch.Tensor:
+def square_photo(denoiser, image: torch.Tensor, size: int, *, margin: float = 0.1, method: str = "mean",
+                 refine: bool = True, seed: int = 0, nfe: int = 20, clean_nfe: int = 33, border: float = 0.25,
+                 guidance=None, callback=None) -> torch.Tensor:
     """Busy photo [3, H, W] -> the product on a white square (see `square`). When the product touches the photo's
     frame it is taken to be cut by it: the photo is framed by `border` (a fraction of its long side) of unknown
     pixels on every side, made square, and the model outpaints photo and alpha there (condition dropped) before
@@ -202,7 +222,8 @@ def square_photo(denoiser, image: torch.Tensor, size: int, *, margin: float = 0.
     if not 0 <= margin <= 1:
         raise UnmixError(f"margin= must be between 0 and 1 (a fraction of the product's size), got {margin!r}")
     image = check_photo(image)
-    a = alpha(denoiser, image, size, method=method, nfe=clean_nfe, seed=seed, guidance=guidance, callback=callback)
+    a = alpha(denoiser, image, size, method=method, refine=refine, nfe=clean_nfe, seed=seed, guidance=guidance,
+              callback=callback)
     m = product_mask(a)[0]
     if not bool(m[0].any() or m[-1].any() or m[:, 0].any() or m[:, -1].any()):
         return square(on_white(image, a), margin)
@@ -224,13 +245,14 @@ JOBS = ("clean", "square", "scene")
 
 
 def run_job(job: str, model, image: torch.Tensor, *, seed: int = 0, nfe: int | None = None, method: str = "mean",
-            prompt: str | None = None, guidance: float | None = None, callback=None) -> torch.Tensor:
+            refine: bool = True, prompt: str | None = None, guidance: float | None = None, callback=None) -> torch.Tensor:
     """One job of a loaded product Model on a photo [3, H, W]: "clean" (the input's size), "square" (square) or
     "scene" (the input's size, the product's pixels unchanged). `nfe` is the inpainting grid of square and scene
     (default 20) and, with method="sample", the sampling grid of the alpha (default 33); `method` is how the alpha
-    is found (see `alpha`). `guidance` is the classifier-free guidance scale on the photo when the alpha is found
-    (None: plain conditional). `callback` sees every denoiser call
-    (step, sigma, x, x0_hat) with x = [alpha, photo] at the model's size, finding the product and then drawing."""
+    is found and `refine` whether it is snapped to the photo's edges (see `alpha`). `guidance` is the
+    classifier-free guidance scale on the photo when the alpha is found (None: plain conditional). `callback` sees
+    every denoiser call (step, sigma, x, x0_hat) with x = [alpha, photo] at the model's size, finding the product
+    and then drawing."""
     if guidance is not None and not (isinstance(guidance, (int, float)) and 0 <= guidance <= 100):
         raise UnmixError(f"guidance= must be a number between 0 and 100, got {guidance!r}")
     if job not in JOBS:
@@ -242,10 +264,12 @@ def run_job(job: str, model, image: torch.Tensor, *, seed: int = 0, nfe: int | N
         raise UnmixError(f"prompt= is for the scene job, not {job}")
     cfg = None if guidance is None else functools.partial(ClassifierFreeGuidance, scale=float(guidance))
     if job == "clean":
-        return clean(d, image, size, method=method, seed=seed, nfe=nfe or 33, guidance=cfg, callback=callback)
+        return clean(d, image, size, method=method, refine=refine, seed=seed, nfe=nfe or 33, guidance=cfg,
+                     callback=callback)
     if job == "square":
-        return square_photo(d, image, size, method=method, seed=seed, nfe=nfe or 20, guidance=cfg, callback=callback)
-    return scene(d, image, size, prompt=prompt, method=method, seed=seed, nfe=nfe or 20, guidance=cfg,
+        return square_photo(d, image, size, method=method, refine=refine, seed=seed, nfe=nfe or 20, guidance=cfg,
+                            callback=callback)
+    return scene(d, image, size, prompt=prompt, method=method, refine=refine, seed=seed, nfe=nfe or 20, guidance=cfg,
                  callback=callback)
 
 
@@ -273,4 +297,4 @@ def fit(x: torch.Tensor, side: int) -> torch.Tensor:
 
 
 __all__ = ["clean", "alpha", "scene", "square", "square_photo", "on_white", "letterbox", "unletterbox", "product_box",
-           "check_photo", "check_product_model", "run_job", "read_photo", "write_photo", "JOBS", "METHODS"]
+           "check_photo", "check_product_model", "feather", "run_job", "read_photo", "write_photo", "JOBS", "METHODS"]

@@ -22,12 +22,14 @@ NFE = typer.Option(None, "--nfe", min=2, max=1000,
 Method = choices("Method", ("mean", "sample"))
 METHOD = typer.Option("mean", "--method", help="How the product is found: mean = the model's posterior mean of the "
                       "alpha, one network call (the most likely cut-out); sample = one draw per seed (nfe calls).")
+REFINE = typer.Option(True, "--refine/--no-refine", help="Snap the model's cut-out to the photo's edges (GrabCut "
+                      "seeded by it) with a one-pixel soft edge; --no-refine: the model's own soft alpha.")
 GUIDANCE = typer.Option(None, "--guidance", min=0.0, max=100.0,
                         help="Classifier-free guidance on the photo when finding the product (default: none).")
 
 
-def _run(job: str, model: str, image: Path, out: Path, seed: int, nfe: int | None, method, guidance: float | None,
-         prompt: str | None = None) -> None:
+def _run(job: str, model: str, image: Path, out: Path, seed: int, nfe: int | None, method, refine: bool,
+         guidance: float | None, prompt: str | None = None) -> None:
     from unmix import product
     from unmix.model import load
     from unmix.outputs import check_file_path
@@ -35,28 +37,28 @@ def _run(job: str, model: str, image: Path, out: Path, seed: int, nfe: int | Non
     check_file_path(out, ".png")
     photo = product.read_photo(image)
     result = product.run_job(job, load(model), photo, seed=seed, nfe=nfe, method=getattr(method, "value", method),
-                             prompt=prompt, guidance=guidance)
+                             refine=refine, prompt=prompt, guidance=guidance)
     product.write_photo(result, out)
     print(f"wrote {out} ({result.shape[-1]}x{result.shape[-2]})")
 
 
 @product_app.command()
 def clean(model: str = MODEL, image: Path = IMAGE, out: Path = OUT, seed: int = SEED, nfe: int = NFE,
-          method: Method = METHOD, guidance: float = GUIDANCE):
+          method: Method = METHOD, refine: bool = REFINE, guidance: float = GUIDANCE):
     """The product on clean white, at the photo's size (its pixels are the photo's)."""
-    _run("clean", model, image, out, seed, nfe, method, guidance)
+    _run("clean", model, image, out, seed, nfe, method, refine, guidance)
 
 
 @product_app.command()
 def square(model: str = MODEL, image: Path = IMAGE, out: Path = OUT, seed: int = SEED, nfe: int = NFE,
-          method: Method = METHOD, guidance: float = GUIDANCE):
+          method: Method = METHOD, refine: bool = REFINE, guidance: float = GUIDANCE):
     """The product centred on a white square; a product cut by the frame is completed by outpainting."""
-    _run("square", model, image, out, seed, nfe, method, guidance)
+    _run("square", model, image, out, seed, nfe, method, refine, guidance)
 
 
 @product_app.command()
 def scene(model: str = MODEL, image: Path = IMAGE, out: Path = OUT, seed: int = SEED, nfe: int = NFE,
-          method: Method = METHOD, guidance: float = GUIDANCE,
+          method: Method = METHOD, refine: bool = REFINE, guidance: float = GUIDANCE,
           prompt: str = typer.Option(None, "--prompt", help="Describe the scene (needs a text-conditioned model).")):
     """The product, its pixels unchanged, in a new background drawn around it, at the photo's size."""
-    _run("scene", model, image, out, seed, nfe, method, guidance, prompt)
+    _run("scene", model, image, out, seed, nfe, method, refine, guidance, prompt)
