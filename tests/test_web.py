@@ -561,7 +561,7 @@ def test_product_tab_streams_and_its_cli_line_makes_the_same_picture(product_ser
     assert len([n for n, _ in ev if n == "frame"]) == 1  # the posterior mean: one network call
     # this 3-step model's mean alpha may be empty: then the job's one line, as from the CLI
     assert ev[-1][0] == "done" or "no product found" in ev[-1][1]["error"]
-    ev = product_server.events("/api/product/run?model=product&job=clean&find=sample&nfe=5&seed=0", photo)
+    ev = product_server.events("/api/product/run?model=product&job=clean&find=sample&edges=model&nfe=5&seed=0", photo)
     assert [n for n, _ in ev][-1] == "done", ev[-1]
     frames = [p for n, p in ev if n == "frame"]
     assert len(frames) == 5  # Heun with 5 NFE (3 levels): one frame per denoiser call
@@ -570,6 +570,7 @@ def test_product_tab_streams_and_its_cli_line_makes_the_same_picture(product_ser
     assert done["size"] == [50, 40] and pixels(done["image"]).shape == (40, 50, 3)
     argv = shlex.split(done["cli"])
     assert argv[:3] == ["unmix", "product", "clean"] and "--seed" in argv and "--nfe" in argv and "sample" in argv
+    assert "--no-refine" in argv  # edges=model: the model's own alpha
     (tmp_path / "photo.png").write_bytes(photo)  # the printed command names photo.png; a JPEG under that name is read
     assert argv[3] == "runs/product"  # as found under the server's working folder
     argv[3] = str(product_server.log.parent / argv[3])

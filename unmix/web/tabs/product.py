@@ -19,6 +19,7 @@ from unmix.web.uploads import read_photo_upload
 
 JOBS = ("clean", "square", "scene")  # unmix.product.JOBS and METHODS, without importing the module at start-up
 METHODS = ("mean", "sample")
+EDGES = ("snap", "model")  # snap: refine=True, the cut-out snapped to the photo's edges; model: the model's own alpha
 CLEAN_NFE, FILL_NFE, REPAINT_REPEATS = 33, 20, 4  # unmix.product's defaults: finding the product, drawing around it
 EXAMPLE_SIDE, EXAMPLES = 128, 10_000
 
@@ -60,6 +61,7 @@ async def run(request: Request):
     job = f.choice("job", "clean", JOBS)
     seed = f.int("seed", 0, 0, 2**31 - 1)
     method = f.choice("find", "mean", METHODS)  # "method" names the inpainting tab's select on the page
+    refine = f.choice("edges", "snap", EDGES) == "snap"
     nfe = f.int("nfe", CLEAN_NFE if job == "clean" else FILL_NFE, 2, lim.max_nfe)
     guidance = f.float("guidance", None, 0.0, 100.0)
     finding = (nfe if job == "clean" else CLEAN_NFE) if method == "sample" else 1
@@ -71,14 +73,14 @@ async def run(request: Request):
     async with web.decoding:
         photo = await run_in_threadpool(read_photo_upload, data, lim.max_upload_bytes, lim.max_upload_side,
                                         lim.max_photo_pixels)
-    cli = cli_line(f"product {job}", entry, "photo.png", out=f"{job}.png", seed=seed, nfe=nfe,
-                   method=None if method == "mean" else method, guidance=guidance)
+    cli = cli_line(f"product {job}", entry, "photo.png", *([] if refine else ["--no-refine"]), out=f"{job}.png",
+                   seed=seed, nfe=nfe, method=None if method == "mean" else method, guidance=guidance)
 
     def work(progress) -> dict:
         from unmix.product import run_job
 
-        out = run_job(job, web.models.model(entry.name), photo, seed=seed, nfe=nfe, method=method, guidance=guidance,
-                      callback=_frames(progress))
+        out = run_job(job, web.models.model(entry.name), photo, seed=seed, nfe=nfe, method=method, refine=refine,
+                      guidance=guidance, callback=_frames(progress))
         return {"image": image_url(out), "cli": cli, "filename": f"{job}-seed{seed}.png",
                 "size": [int(out.shape[-1]), int(out.shape[-2])]}
 
