@@ -227,6 +227,15 @@ def square_photo(denoiser, image: torch.Tensor, size: int, *, margin: float = 0.
     m = product_mask(a)[0]
     if not bool(m[0].any() or m[-1].any() or m[:, 0].any() or m[:, -1].any()):
         return square(on_white(image, a), margin)
+    photo, a, _ = outpaint_frame(denoiser, image, a, size, border=border, nfe=nfe, seed=seed, callback=callback)
+    return square(on_white(photo, a), margin)
+
+
+def outpaint_frame(denoiser, image: torch.Tensor, a: torch.Tensor, size: int, *, border: float = 0.25, nfe: int = 20,
+                   seed: int = 0, callback=None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The photo [3, H, W] and its alpha [1, H, W] framed by `border` (a fraction of the long side) on every side
+    and made square, the new border outpainted by the model (photo and alpha, condition dropped): (photo
+    [3, side, side], alpha [1, side, side], known [1, side, side], where the input's own pixels are)."""
     _, h, w = image.shape
     side = max(h, w) + 2 * round(border * max(h, w))
     top, left = (side - h) // 2, (side - w) // 2
@@ -237,8 +246,8 @@ def square_photo(denoiser, image: torch.Tensor, size: int, *, margin: float = 0.
     canvas[1:, top:top + h, left:left + w] = image
     y, small_known = fit(canvas, size), fit(known.float(), size) > 0.999
     out = fit(_fill(denoiser, y, (~small_known).expand(4, -1, -1), nfe=nfe, seed=seed, callback=callback), side)
-    a = torch.where(known, (canvas[:1] + 1) / 2, _alpha_of(out))
-    return square(on_white(torch.where(known, canvas[1:], out[1:]), a), margin)
+    return (torch.where(known, canvas[1:], out[1:]), torch.where(known, (canvas[:1] + 1) / 2, _alpha_of(out)),
+            known)
 
 
 JOBS = ("clean", "square", "scene")
@@ -296,5 +305,6 @@ def fit(x: torch.Tensor, side: int) -> torch.Tensor:
     return F.interpolate(x[None], size=(side, side), mode="bilinear", antialias=side < x.shape[-1], align_corners=False)[0]
 
 
-__all__ = ["clean", "alpha", "scene", "square", "square_photo", "on_white", "letterbox", "unletterbox", "product_box",
-           "check_photo", "check_product_model", "feather", "run_job", "read_photo", "write_photo", "JOBS", "METHODS"]
+__all__ = ["clean", "alpha", "scene", "square", "square_photo", "outpaint_frame", "on_white", "feather", "letterbox",
+           "unletterbox", "product_box", "check_photo", "check_product_model", "run_job", "read_photo", "write_photo",
+           "JOBS", "METHODS"]

@@ -14,10 +14,28 @@ per image against the white-background truth, PSNR / SSIM and the IoU of the bin
                 GrabCut, then the model's alpha, refined by GrabCut seeded with it and feathered, the photo composited
                 on white through it), per method; -unrefined: the model's own soft alpha
 
-    python benchmarks/product_photos.py --n 200 --size 64 --levels plain clutter          # the baselines alone
-    python benchmarks/product_photos.py clean runs/product64 --n 200 --levels plain clutter \\
+    python benchmarks/product.py --n 200 --size 64 --levels plain clutter          # the baselines alone
+    python benchmarks/product.py clean runs/product64 --n 200 --levels plain clutter \\
         --methods mean sample --guidance 1.5                                                # a model beside them
-    python benchmarks/product_photos.py pictures runs/product64 --out docs                 # the README's pictures
+    python benchmarks/product.py jobs runs/product64 --n 100                        # square and scene
+    python benchmarks/product.py pictures runs/product64 --out docs                 # the README's pictures
+
+jobs measures *square* and *scene* on held-out photos, next to OpenCV's inpainting (Telea 2004, what a user would
+reach for without diffusion), with the same product alpha (unmix's clean) for both, so only the filling differs:
+
+  square        photos of level "cut" whose product reaches out of the frame: the frame is widened as the job does
+                and the border filled (unmix: the model's outpainting; telea: cv2.inpaint of photo and alpha;
+                white: no filling, the product stays cut); PSNR of the product's cut-off part (its true box outside
+                the frame) against the whole product on white
+  scene         cluttered photos: the product kept, a new background drawn around it (unmix: the scene job;
+                telea: cv2.inpaint of everything outside the product, radius 5). "exact": the share of images whose
+                product pixels (the job's own mask) are the photo's bit for bit; FD and precision/recall against
+                1000 other held-out cluttered photos (unmix eval's folder:PATH feature space, trained on them;
+                "real": as many further real photos, the floor); "found": the share where a product was found
+                (the others are left out of every measure); "edge": the error in the 2-px band either side of
+                the product's true edge, mean over channels of |a (result - 1) - (white - 1)| with a the true alpha,
+                i.e. how far the result is from the true product composited over the result's own background
+                (halos of the old background, product pixels painted over), mean, in 0..255 levels
 
 Needs opencv-python-headless (works offline). Times are this process's wall clock per image at 1 thread (the
 model's rows include its GrabCut).
@@ -135,8 +153,9 @@ def _table(level: str, rows: dict[str, dict[str, float]]) -> None:
 def main() -> None:
     torch.set_num_threads(1)
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("command", nargs="?", choices=("clean", "pictures"),
-                    help="clean MODEL: a product model beside the baselines; pictures MODEL --out DIR: README pictures")
+    ap.add_argument("command", nargs="?", choices=("clean", "jobs", "pictures"),
+                    help="clean MODEL: a product model beside the baselines; jobs MODEL: square and scene; "
+                         "pictures MODEL --out DIR: README pictures")
     ap.add_argument("folder", type=Path, nargs="?")
     ap.add_argument("--n", type=int, default=200)
     ap.add_argument("--size", type=int, default=64, help="baselines alone: the frame side (a model sets its own)")
@@ -153,6 +172,10 @@ def main() -> None:
         ap.error(f"{a.command} needs a product model folder")
     if a.command == "pictures":
         return pictures(a.folder, a.out)
+    if a.command == "jobs":
+        from product_jobs import jobs
+
+        return jobs(a.folder, a.n, a.split, a.seed, a.json)
     results = {}
     size = a.size
     for level in a.levels:
