@@ -57,23 +57,21 @@ def square_rows(model, n: int, split: str, seed: int) -> dict[str, dict[str, flo
 
     size = model.shape[-1]
     t = _cut_items(split, seed, size, n)
-    side = size + 2 * round(SQUARE_BORDER * size)
-    offset = (side - size) // 2
     scores: dict[str, list[float]] = {"unmix": [], "telea": [], "white": []}
     seconds = {"unmix": 0.0, "telea": 0.0, "white": 0.0}
     for i in range(n):
         a = alpha(model.denoiser, t.busy[i], size)
+        start = time.perf_counter()
+        photo, a_unmix, known = outpaint_frame(model.denoiser, t.busy[i], a, size, border=SQUARE_BORDER, seed=i)
+        seconds["unmix"] += time.perf_counter() - start
+        side = known.shape[-1]
+        offset = int(known[0].any(1).nonzero()[0])  # the job's widened frame: the square photo at (offset, offset)
         truth, _ = _whole_on_white(int(t.product[i]), t.box[i], size, side, offset)
         top, left, h, w = (int(v) for v in t.box[i])
         cut = torch.zeros(1, side, side, dtype=torch.bool)  # the product's true box outside the frame
         cut[:, max(top + offset, 0):top + offset + h, max(left + offset, 0):left + offset + w] = True
-        start = time.perf_counter()
-        photo, a_unmix, known = outpaint_frame(model.denoiser, t.busy[i], a, size, border=SQUARE_BORDER, seed=i)
-        seconds["unmix"] += time.perf_counter() - start
         cut &= ~known
-        canvas, a_known = torch.zeros(3, side, side), torch.zeros(1, side, side)
-        canvas[:, offset:offset + size, offset:offset + size] = t.busy[i]
-        a_known[:, offset:offset + size, offset:offset + size] = a
+        canvas, a_known = torch.where(known, photo, 0.0), torch.where(known, a_unmix, 0.0)  # nothing filled
         start = time.perf_counter()
         filled = (telea(canvas, known), (telea(a_known * 2 - 1, known) + 1) / 2)
         seconds["telea"] += time.perf_counter() - start

@@ -89,10 +89,6 @@ def _snap(a: torch.Tensor, low: float = 0.1, high: float = 0.9) -> torch.Tensor:
     return ((a - low) / (high - low)).clamp(0, 1)
 
 
-def _alpha_of(x: torch.Tensor) -> torch.Tensor:
-    return _snap(_raw_alpha(x))
-
-
 def feather(mask: torch.Tensor) -> torch.Tensor:
     """A hard mask [1, S, S] -> an alpha with a one-pixel soft edge (3x3 average, 0.2..0.8 stretched to 0..1): real
     product edges are anti-aliased, and a hard cut-out's stair-steps against white cost SSIM
@@ -246,7 +242,7 @@ def outpaint_frame(denoiser, image: torch.Tensor, a: torch.Tensor, size: int, *,
     canvas[1:, top:top + h, left:left + w] = image
     y, small_known = fit(canvas, size), fit(known.float(), size) > 0.999
     out = fit(_fill(denoiser, y, (~small_known).expand(4, -1, -1), nfe=nfe, seed=seed, callback=callback), side)
-    return (torch.where(known, canvas[1:], out[1:]), torch.where(known, (canvas[:1] + 1) / 2, _alpha_of(out)),
+    return (torch.where(known, canvas[1:], out[1:]), torch.where(known, (canvas[:1] + 1) / 2, _snap(_raw_alpha(out))),
             known)
 
 
