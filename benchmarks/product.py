@@ -17,8 +17,8 @@ per image against the white-background truth, PSNR / SSIM and the IoU of the bin
     python benchmarks/product.py --n 200 --size 64 --levels plain clutter          # the baselines alone
     python benchmarks/product.py clean runs/product64 --n 200 --levels plain clutter \\
         --methods mean sample --guidance 1.5                                                # a model beside them
-    python benchmarks/product.py jobs runs/product64 --n 100                        # square and scene
-    python benchmarks/product.py pictures runs/product64 --out docs                 # the README's pictures
+    python benchmarks/product.py jobs runs/product64 --n 100 --backdrop runs/backgrounds32   # square and scene
+    python benchmarks/product.py pictures runs/product64 --backdrop runs/backgrounds32 --out docs  # README pictures
 
 jobs measures *square* and *scene* on held-out photos, next to OpenCV's inpainting (Telea 2004, what a user would
 reach for without diffusion), with the same product alpha (unmix's clean) for both, so only the filling differs:
@@ -27,15 +27,18 @@ reach for without diffusion), with the same product alpha (unmix's clean) for bo
                 and the border filled (unmix: the model's outpainting; telea: cv2.inpaint of photo and alpha;
                 white: no filling, the product stays cut); PSNR of the product's cut-off part (its true box outside
                 the frame) against the whole product on white
-  scene         cluttered photos: the product kept, a new background drawn around it (unmix: the scene job;
-                telea: cv2.inpaint of everything outside the product, radius 5). "exact": the share of images whose
-                product pixels (the job's own mask) are the photo's bit for bit; FD and precision/recall against
-                1000 other held-out cluttered photos (unmix eval's folder:PATH feature space, trained on them;
-                "real": as many further real photos, the floor); "found": the share where a product was found
-                (the others are left out of every measure); "edge": the error in the 2-px band either side of
-                the product's true edge, mean over channels of |a (result - 1) - (white - 1)| with a the true alpha,
-                i.e. how far the result is from the true product composited over the result's own background
-                (halos of the old background, product pixels painted over), mean, in 0..255 levels
+  scene         cluttered photos: the product kept, a new background drawn around it (unmix: the scene job drawn
+                by the product model itself; unmix-backdrop: drawn by the --backdrop model, `unmix train --data
+                backgrounds`; telea: cv2.inpaint of everything outside the product, radius 5). "exact": the
+                share of images whose product pixels (the job's own mask) are the photo's bit for bit; FD and
+                precision/recall against 1000 other held-out cluttered photos ("clutter") and against 1000
+                held-out products on held-out scene photos ("scenes", unmix.data.products.scene_photos), each in
+                unmix eval's folder:PATH feature space trained on that set ("real-...": as many further real
+                photos of the set, its floor); "found": the share where a product was found (the others are left
+                out of every measure); "edge": the error in the 2-px band either side of the product's true edge,
+                mean over channels of |a (result - 1) - (white - 1)| with a the true alpha, i.e. how far the
+                result is from the true product composited over the result's own background (halos of the old
+                background, product pixels painted over), mean, in 0..255 levels
 
 Needs opencv-python-headless (works offline). Times are this process's wall clock per image at 1 thread (the
 model's rows include its GrabCut).
@@ -107,11 +110,11 @@ def model_rows(folder: Path, level: str, n: int, split: str, seed: int, methods,
     return size, out
 
 
-def pictures(folder: Path, out: Path, n: int = 8, seed: int = 0) -> None:
+def pictures(folder: Path, out: Path, n: int = 8, seed: int = 0, backdrop: Path | None = None) -> None:
     """The README's pictures: n held-out clutter photos as rows of busy | GrabCut | clean | square | scene | truth
     (product_jobs_grid.png, each tile at the model's size, square resized to it; grey where a job found no
-    product), and skimage's coffee photo
-    (held out, 600x400) as photo | clean | scene | square (product_coffee.png)."""
+    product), and skimage's coffee photo (held out, 600x400) as photo | clean | scene | square
+    (product_coffee.png); the scenes drawn by the `backdrop` model when one is given."""
     import skimage.data
 
     import unmix
@@ -121,11 +124,13 @@ def pictures(folder: Path, out: Path, n: int = 8, seed: int = 0) -> None:
 
     model = unmix.load(folder)
     check_product_model(model)
+    scenery = None if backdrop is None else unmix.load(backdrop)
     size = model.shape[-1]
     t = ProductTriples(size, "clutter", "test", seed=seed).triples(range(n))
+
     def job_or_grey(job, photo, seed):  # grey: the job's "no product found" (its mask is empty)
         try:
-            return run_job(job, model, photo, seed=seed)
+            return run_job(job, model, photo, seed=seed, backdrop=scenery if job == "scene" else None)
         except UnmixError:
             return torch.zeros(3, size, size)
 
@@ -137,7 +142,8 @@ def pictures(folder: Path, out: Path, n: int = 8, seed: int = 0) -> None:
     out.mkdir(parents=True, exist_ok=True)
     save_png(make_grid(torch.stack(tiles), nrow=6, scale=2), out / "product_jobs_grid.png")
     coffee = torch.from_numpy(skimage.data.coffee()).permute(2, 0, 1).float() / 127.5 - 1
-    jobs = [run_job(job, model, coffee) for job in ("clean", "scene", "square")]
+    jobs = [run_job(job, model, coffee, backdrop=scenery if job == "scene" else None)
+            for job in ("clean", "scene", "square")]
     side = coffee.shape[1]
     save_png(row([to_pil(coffee), to_pil(jobs[0]), to_pil(jobs[1]), to_pil(fit(jobs[2], side))], gap=8),
              out / "product_coffee.png")
@@ -167,15 +173,17 @@ def main() -> None:
     ap.add_argument("--nfe", type=int, default=33, help="the sample method's grid")
     ap.add_argument("--json", type=Path, default=None, help="also write the numbers here")
     ap.add_argument("--out", type=Path, default=Path("docs"), help="pictures: the folder to write them to")
+    ap.add_argument("--backdrop", type=Path, default=None, help="jobs, pictures: a model of backgrounds for scene "
+                    "(unmix train --data backgrounds)")
     a = ap.parse_args()
     if a.command and a.folder is None:
         ap.error(f"{a.command} needs a product model folder")
     if a.command == "pictures":
-        return pictures(a.folder, a.out)
+        return pictures(a.folder, a.out, backdrop=a.backdrop)
     if a.command == "jobs":
         from product_jobs import jobs
 
-        return jobs(a.folder, a.n, a.split, a.seed, a.json)
+        return jobs(a.folder, a.n, a.split, a.seed, a.json, a.backdrop)
     results = {}
     size = a.size
     for level in a.levels:

@@ -90,15 +90,16 @@ def _edge_error(result: torch.Tensor, mask: torch.Tensor, white: torch.Tensor) -
     return float(torch.stack([e[b].mean() for e, b in zip(err, band)]).mean())
 
 
-def scene_rows(model, n: int, split: str, seed: int) -> dict[str, dict[str, float]]:
+def scene_rows(model, n: int, split: str, seed: int, backdrop=None) -> dict[str, dict[str, float]]:
     from unmix.data.images import save_png, to_pil
     from unmix.metrics.evaluate import evaluate
     from unmix.product import alpha, product_mask, scene
 
     size = model.shape[-1]
     t = ProductTriples(size, "clutter", split, seed=seed).triples(range(n))
-    results: dict[str, list[torch.Tensor]] = {"unmix": [], "telea": []}
-    exact, seconds = {"unmix": 0, "telea": 0}, {"unmix": 0.0, "telea": 0.0}
+    names = ("unmix", "unmix-backdrop", "telea") if backdrop is not None else ("unmix", "telea")
+    results: dict[str, list[torch.Tensor]] = {name: [] for name in names}
+    exact, seconds = dict.fromkeys(names, 0), dict.fromkeys(names, 0.0)
     found = []
     for i in range(n):
         try:
@@ -107,50 +108,63 @@ def scene_rows(model, n: int, split: str, seed: int) -> dict[str, dict[str, floa
             continue
         found.append(i)
         start = time.perf_counter()
-        out = scene(model.denoiser, t.busy[i], size, seed=i)
+        made = {"unmix": scene(model.denoiser, t.busy[i], size, seed=i)}
         seconds["unmix"] += time.perf_counter() - start
+        if backdrop is not None:
+            start = time.perf_counter()
+            made["unmix-backdrop"] = scene(model.denoiser, t.busy[i], size, backdrop=backdrop, seed=i)
+            seconds["unmix-backdrop"] += time.perf_counter() - start
         start = time.perf_counter()
-        fill = telea(t.busy[i], m)
+        made["telea"] = torch.where(m, t.busy[i], telea(t.busy[i], m))
         seconds["telea"] += time.perf_counter() - start
-        for name, r in (("unmix", out), ("telea", torch.where(m, t.busy[i], fill))):
+        for name, r in made.items():
             results[name].append(r)
             exact[name] += bool(torch.equal(r[:, m[0]], t.busy[i][:, m[0]]))
     stacked = {name: torch.stack(v) for name, v in results.items()}
-    stacked["real"] = ProductTriples(size, "clutter", split, seed=seed + 2).triples(range(len(found))).busy
-    with tempfile.TemporaryDirectory() as folder:
-        reference = ProductTriples(size, "clutter", split, seed=seed + 1).triples(range(REFERENCE_PHOTOS)).busy
-        for i, photo in enumerate(reference):
-            save_png(to_pil(photo), Path(folder) / f"{i:04d}.png")
-        rows = {}
-        for name, x in stacked.items():
-            q = evaluate(x, f"folder:{folder}")
-            rows[name] = {"fd": q["fd"], "precision": q["precision"], "recall": q["recall"]}
-            if name != "real":
-                rows[name] |= {"found": len(found) / n, "exact": exact[name] / len(found),
-                               "edge": _edge_error(x, t.mask[found], t.white[found]),
-                               "ms_per_image": seconds[name] / len(found) * 1000}
+    rows = {name: {"found": len(found) / n, "exact": exact[name] / len(found),
+                   "edge": _edge_error(x, t.mask[found], t.white[found]),
+                   "ms_per_image": seconds[name] / len(found) * 1000} for name, x in stacked.items()}
+    references = {"clutter": dict(level="clutter"), "scenes": dict(level="plain", backgrounds="scenes")}
+    for ref, kind in references.items():  # real photos: busy cluttered ones, and products on held-out scene photos
+        stacked[f"real-{ref}"] = ProductTriples(size, split=split, seed=seed + 2, **kind).triples(range(len(found))).busy
+        rows[f"real-{ref}"] = {}
+        with tempfile.TemporaryDirectory() as folder:
+            reference = ProductTriples(size, split=split, seed=seed + 1, **kind).triples(range(REFERENCE_PHOTOS)).busy
+            for i, photo in enumerate(reference):
+                save_png(to_pil(photo), Path(folder) / f"{i:04d}.png")
+            for name, x in stacked.items():
+                if name.startswith("real-") and name != f"real-{ref}":
+                    continue
+                q = evaluate(x, f"folder:{folder}")
+                rows[name] |= {f"fd_{ref}": q["fd"], f"precision_{ref}": q["precision"], f"recall_{ref}": q["recall"]}
     return rows
 
 
-def jobs(folder: Path, n: int, split: str, seed: int, out: Path | None) -> None:
+def jobs(folder: Path, n: int, split: str, seed: int, out: Path | None, backdrop: Path | None = None) -> None:
     import unmix
-    from unmix.product import check_product_model
+    from unmix.product import check_backdrop_model, check_product_model
 
     model = unmix.load(folder)
     check_product_model(model)
+    scenery = None if backdrop is None else unmix.load(backdrop)
+    if scenery is not None:
+        check_backdrop_model(scenery)
     square = square_rows(model, n, split, seed)
     print(f"square: {n} held-out photos whose product is cut by the frame, {model.shape[-1]} px; median PSNR of the "
           "cut-off part")
     for name, r in square.items():
         print(f"  {name:8s} {r['psnr_cut_part']:7.2f} dB {r['ms_per_image']:8.1f} ms/img", flush=True)
-    scenes = scene_rows(model, n, split, seed)
+    scenes = scene_rows(model, n, split, seed, scenery)
     print(f"scene: {n} held-out cluttered photos; FD / precision / recall against {REFERENCE_PHOTOS} other real "
-          "photos, product pixels exact, edge-band error (0..255)")
+          "photos (cluttered ones; products on held-out scene photos), product pixels exact, edge-band error (0..255)")
     for name, r in scenes.items():
+        fds = "".join(f" {ref}: FD {r[f'fd_{ref}']:7.3f} P {r[f'precision_{ref}']:.3f} R {r[f'recall_{ref}']:.3f}"
+                      for ref in ("clutter", "scenes") if f"fd_{ref}" in r)
         extra = (f" found {r['found']:.2f} exact {r['exact']:.2f} edge {r['edge']:6.2f} {r['ms_per_image']:8.1f} ms/img"
                  if "exact" in r else "")
-        print(f"  {name:8s} FD {r['fd']:8.3f} P {r['precision']:.3f} R {r['recall']:.3f}{extra}", flush=True)
+        print(f"  {name:14s}{fds}{extra}", flush=True)
     if out:
         out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps({"n": n, "split": split, "seed": seed, "model": str(folder), "square": square,
+        out.write_text(json.dumps({"n": n, "split": split, "seed": seed, "model": str(folder),
+                                   "backdrop": None if backdrop is None else str(backdrop), "square": square,
                                    "scene": scenes}, indent=1))

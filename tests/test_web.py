@@ -530,14 +530,17 @@ def test_browser_edit_and_a_bad_upload(page, artefacts, tmp_path):
 # -- product photos: a server over an image model and a product model --------------------------------------------
 @pytest.fixture(scope="module")
 def product_server(run_dir):
-    """`unmix serve` over ./runs holding the digits model and a tiny product model (3 training steps)."""
+    """`unmix serve` over ./runs holding the digits model, a tiny product model (3 training steps) and a tiny model
+    of backgrounds (2 steps) to draw scenes."""
     from unmix.train_config import TrainConfig
     from unmix.trainer import start
 
     runs = run_dir.parent
+    tiny = {"channels": 8, "channel_mult": [1, 2], "attn_levels": [], "patch_size": 2}
     start(TrainConfig(data="product", size=32, steps=3, batch_size=4, out=str(runs / "product"), threads=1,
-                      net={"channels": 8, "channel_mult": [1, 2], "attn_levels": [], "patch_size": 2},
-                      sample_every=1000, nfe=3)).train(progress=False)
+                      net=tiny, sample_every=1000, nfe=3)).train(progress=False)
+    start(TrainConfig(data="backgrounds", size=16, steps=2, batch_size=4, out=str(runs / "backgrounds"), threads=1,
+                      net=tiny, sample_every=1000, nfe=3)).train(progress=False)
     s = start_server(SERVE, ["--port", "0", "--threads", "1"], runs.parent)
     yield s
     assert stop_server(s) in (0, 130), s.log.read_text()
@@ -555,7 +558,8 @@ def _photo_jpeg() -> bytes:
 
 def test_product_tab_streams_and_its_cli_line_makes_the_same_picture(product_server, tmp_path):
     info = json.loads(product_server.get("/api/models")[1])
-    assert {m["name"]: m["task"] for m in info["models"]} == {"digits": "image", "product": "product"}
+    assert {m["name"]: m["task"] for m in info["models"]} == {"digits": "image", "product": "product",
+                                                               "backgrounds": "image"}
     photo = _photo_jpeg()
     ev = product_server.events("/api/product/run?model=product&job=clean&find=mean&seed=0", photo)
     assert len([n for n, _ in ev if n == "frame"]) == 1  # the posterior mean: one network call
@@ -602,6 +606,28 @@ def test_product_tab_scene_keeps_the_product_pixels_and_square_is_square(product
     assert h == w and "unmix product square" in ev[-1][1]["cli"]
 
 
+def test_product_tab_scene_drawn_by_a_backdrop_model_is_its_cli_lines_picture(product_server, run_dir, tmp_path):
+    photo = _photo_jpeg()
+    ev = product_server.events("/api/product/run?model=product&job=scene&find=sample&nfe=4&seed=0"
+                               "&backdrop=backgrounds", photo)
+    assert ev[-1][0] == "done", ev[-1]
+    frames = [p for n, p in ev if n == "frame"]
+    assert pixels(frames[-1]["guess"]).shape[:2] == (16, 16)  # the backdrop model's own RGB states, at its size
+    done = ev[-1][1]
+    argv = shlex.split(done["cli"])
+    assert argv[:3] == ["unmix", "product", "scene"] and argv[argv.index("--backdrop") + 1] == "runs/backgrounds"
+    (tmp_path / "photo.png").write_bytes(photo)
+    argv = [str(product_server.log.parent / a) if a.startswith("runs/") else a for a in argv]
+    subprocess.run([UNMIX, *argv[1:]], check=True, capture_output=True, env={**os.environ, "OMP_NUM_THREADS": "1"},
+                   cwd=tmp_path)
+    assert np.array_equal(pixels(done["image"]), np.asarray(Image.open(tmp_path / "scene.png")))
+    for query, says in [("job=scene&backdrop=digits", "not a model of RGB images"),
+                        ("job=clean&backdrop=backgrounds", "the clean job takes none"),
+                        ("job=scene&backdrop=product", "product-photo model")]:
+        status, body = product_server.post(f"/api/product/run?model=product&{query}", photo, "application/octet-stream")
+        assert status == 400 and says in json.loads(body)["error"], (query, body)
+
+
 def test_product_tab_refuses_the_wrong_model_and_bad_photos(product_server):
     status, body = product_server.post("/api/generate/run", {"model": "product", "nfe": 2})
     assert status == 400 and "product-photo model: use the Product photos tab" in json.loads(body)["error"]
@@ -627,6 +653,8 @@ def test_browser_product_photos(product_server, page, artefacts):
     page.select_option("#model", "product")
     assert page.is_visible("#tab-product") and not page.is_visible(".tab-button[data-tab=generate]")
     page.wait_for_selector("#product-photo[src^='data:']", timeout=30000)  # a held-out example is shown
+    backdrops = page.eval_on_selector_all("#product-backdrop option", "os => os.map((o) => o.value)")
+    assert backdrops == ["", "backgrounds"]  # the product model itself, or the served RGB model (digits is grey)
     page.fill("#product-run input[name=nfe]", "4")
     page.click("#product-run [data-run]")
     page.wait_for_selector("#product-run [data-live][data-done='1'], #product-run .status.error", timeout=60000)

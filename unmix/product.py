@@ -164,16 +164,39 @@ def _fill(denoiser, y: torch.Tensor, unknown: torch.Tensor, *, nfe: int, seed: i
                        callback=callback)[0].clamp(-1, 1)
 
 
-def scene(denoiser, image: torch.Tensor, size: int, *, prompt: str | None = None, method: str = "mean",
-          refine: bool = True, seed: int = 0, nfe: int = 20, clean_nfe: int = 33, guidance=None, callback=None) -> torch.Tensor:
-    """The photo's product, its pixels unchanged, in a new background drawn by the model around it (inpainting
-    with the product's pixels and mask known); [3, H, W] at the input's size."""
-    if prompt is not None:
-        raise UnmixError("prompt= needs a text-conditioned product model, and product models are not yet; "
-                         "leave prompt=None")
+def check_backdrop_model(model) -> None:
+    """A loaded Model can draw scene backdrops: square RGB images, no image condition (e.g. `unmix train --data
+    backgrounds`, or any unconditional or text model of a user's own scenes), or one clear error."""
+    shape = tuple(getattr(model, "shape", ()))
+    net = (model.config().get("net") or {}) if hasattr(model, "config") else {}
+    if len(shape) != 3 or shape[0] != 3 or shape[1] != shape[2] or net.get("cond_channels"):
+        where = getattr(model, "checkpoint", None) or "this model"
+        raise UnmixError(f"{where} cannot draw backdrops: it must be a model of square RGB images without an image "
+                         f"condition (e.g. unmix train --data backgrounds), got one of shape {list(shape)}"
+                         + (" with an image condition" if net.get("cond_channels") else ""))
+
+
+def scene(denoiser, image: torch.Tensor, size: int, *, backdrop=None, prompt: str | None = None, method: str = "mean",
+          refine: bool = True, seed: int = 0, nfe: int = 20, clean_nfe: int = 33, guidance=None,
+          callback=None) -> torch.Tensor:
+    """The photo's product, its pixels unchanged, in a new background drawn around it (inpainting with the
+    product's pixels known); [3, H, W] at the input's size.
+
+    `backdrop`: a loaded Model of backgrounds (see check_backdrop_model) draws the new background at its own size,
+    brought to the photo's size (softer than the product: a shallow depth of field); `prompt` steers it when that
+    model is text-conditioned. None: the product model itself draws it (its backgrounds come out as coloured noise
+    after the recommended training; docs/product_photos.md)."""
+    if prompt is not None and (backdrop is None or not getattr(backdrop, "is_text", False)):
+        raise UnmixError("prompt= needs a text-conditioned backdrop model (backdrop=, trained with --cond text on "
+                         "captioned backgrounds); leave prompt=None")
+    if backdrop is not None:
+        check_backdrop_model(backdrop)
     image = check_photo(image)
     full = product_mask(alpha(denoiser, image, size, method=method, refine=refine, nfe=clean_nfe, seed=seed,
                               guidance=guidance, callback=callback))
+    if backdrop is not None:
+        background = _draw_backdrop(backdrop, image, full, nfe=nfe, seed=seed, prompt=prompt, callback=callback)
+        return torch.where(full, image, background)
     x, box = letterbox(image, size)
     m = letterbox(full.float(), size)[0] > 0.5
     y = torch.cat([m.float() * 2 - 1, x])
@@ -181,6 +204,24 @@ def scene(denoiser, image: torch.Tensor, size: int, *, prompt: str | None = None
                 callback=callback)
     background = unletterbox(out[1:], box, tuple(image.shape[1:]))
     return torch.where(full, image, background)
+
+
+def _draw_backdrop(backdrop, image: torch.Tensor, full: torch.Tensor, *, nfe: int, seed: int, prompt: str | None,
+                   callback=None) -> torch.Tensor:
+    """A new background [3, H, W] for `image` by the backdrop model, at its size: inpainted (RePaint) around the
+    pixels that are wholly product there, so the scene continues from the product's edges; drawn freely when the
+    product is too small to cover one of its pixels."""
+    side = backdrop.shape[-1]
+    x, box = letterbox(image, side)
+    known = letterbox(full.float(), side)[0] > 0.999
+    prompts = None if prompt is None else [prompt]
+    with torch.no_grad():
+        if bool(known.any()):
+            out = backdrop.inpaint(x, (~known).expand(3, -1, -1), n=1, seed=seed, prompts=prompts, method="repaint",
+                                   sampler="heun", nfe=nfe, callback=callback)[0]
+        else:
+            out = backdrop.sample(n=1, seed=seed, prompts=prompts, sampler="heun", nfe=nfe, callback=callback)[0]
+    return unletterbox(out.cpu().float(), box, tuple(image.shape[1:]))
 
 
 def product_box(white: torch.Tensor, tolerance: float = WHITE_TOLERANCE) -> tuple[int, int, int, int]:
@@ -250,12 +291,14 @@ JOBS = ("clean", "square", "scene")
 
 
 def run_job(job: str, model, image: torch.Tensor, *, seed: int = 0, nfe: int | None = None, method: str = "mean",
-            refine: bool = True, prompt: str | None = None, guidance: float | None = None, callback=None) -> torch.Tensor:
+            refine: bool = True, prompt: str | None = None, guidance: float | None = None, backdrop=None,
+            callback=None) -> torch.Tensor:
     """One job of a loaded product Model on a photo [3, H, W]: "clean" (the input's size), "square" (square) or
     "scene" (the input's size, the product's pixels unchanged). `nfe` is the inpainting grid of square and scene
     (default 20) and, with method="sample", the sampling grid of the alpha (default 33); `method` is how the alpha
     is found and `refine` whether it is snapped to the photo's edges (see `alpha`). `guidance` is the
-    classifier-free guidance scale on the photo when the alpha is found (None: plain conditional). `callback` sees
+    classifier-free guidance scale on the photo when the alpha is found (None: plain conditional). `backdrop` is the
+    scene job's model of backgrounds (see `scene`; None: the product model draws them). `callback` sees
     every denoiser call (step, sigma, x, x0_hat) with x = [alpha, photo] at the model's size, finding the product
     and then drawing."""
     if guidance is not None and not (isinstance(guidance, (int, float)) and 0 <= guidance <= 100):
@@ -265,8 +308,8 @@ def run_job(job: str, model, image: torch.Tensor, *, seed: int = 0, nfe: int | N
     check_product_model(model)
     d, size = model.denoiser, model.shape[-1]
     image = check_photo(image)
-    if prompt is not None and job != "scene":
-        raise UnmixError(f"prompt= is for the scene job, not {job}")
+    if (prompt is not None or backdrop is not None) and job != "scene":
+        raise UnmixError(f"prompt= and backdrop= are for the scene job, not {job}")
     cfg = None if guidance is None else functools.partial(ClassifierFreeGuidance, scale=float(guidance))
     if job == "clean":
         return clean(d, image, size, method=method, refine=refine, seed=seed, nfe=nfe or 33, guidance=cfg,
@@ -274,8 +317,8 @@ def run_job(job: str, model, image: torch.Tensor, *, seed: int = 0, nfe: int | N
     if job == "square":
         return square_photo(d, image, size, method=method, refine=refine, seed=seed, nfe=nfe or 20, guidance=cfg,
                             callback=callback)
-    return scene(d, image, size, prompt=prompt, method=method, refine=refine, seed=seed, nfe=nfe or 20, guidance=cfg,
-                 callback=callback)
+    return scene(d, image, size, backdrop=backdrop, prompt=prompt, method=method, refine=refine, seed=seed,
+                 nfe=nfe or 20, guidance=cfg, callback=callback)
 
 
 def read_photo(path) -> torch.Tensor:
@@ -302,5 +345,6 @@ def fit(x: torch.Tensor, side: int) -> torch.Tensor:
 
 
 __all__ = ["clean", "alpha", "scene", "square", "square_photo", "outpaint_frame", "on_white", "feather", "letterbox",
-           "unletterbox", "product_box", "check_photo", "check_product_model", "run_job", "read_photo", "write_photo",
+           "unletterbox", "product_box", "check_photo", "check_product_model", "check_backdrop_model",
+           "run_job", "read_photo", "write_photo",
            "JOBS", "METHODS"]

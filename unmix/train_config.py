@@ -92,6 +92,9 @@ PRESETS = {
     # 32-channel full-resolution U-Net (16.9 against 31.9) and is the first to draw faces and rounded squares.
     "emoji": dict(batch_size=32, lr=1e-3, ema_halflife_kimg=10.0, steps=20000,
                   net=dict(kind="unet", patch_size=2, channels=64, num_res_blocks=1)),
+    # backgrounds: the scene model of the product jobs; the emoji recipe (smooth photos and patterns at 32 px)
+    "backgrounds": dict(batch_size=32, lr=1e-3, ema_halflife_kimg=10.0, steps=20000,
+                        net=dict(kind="unet", patch_size=2, channels=64, num_res_blocks=1)),
     "image": dict(batch_size=64, lr=1e-3, ema_halflife_kimg=50.0, steps=20000,
                   net=dict(kind="unet", channels=64, num_res_blocks=2)),
     # latent diffusion on an f=4 autoencoder's unit-std latents (8x8x4 for 32x32 emoji): run lat-b of

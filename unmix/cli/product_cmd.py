@@ -29,15 +29,16 @@ GUIDANCE = typer.Option(None, "--guidance", min=0.0, max=100.0,
 
 
 def _run(job: str, model: str, image: Path, out: Path, seed: int, nfe: int | None, method, refine: bool,
-         guidance: float | None, prompt: str | None = None) -> None:
+         guidance: float | None, prompt: str | None = None, backdrop: str | None = None) -> None:
     from unmix import product
     from unmix.model import load
     from unmix.outputs import check_file_path
 
     check_file_path(out, ".png")
     photo = product.read_photo(image)
+    scenery = None if backdrop is None else load(backdrop)
     result = product.run_job(job, load(model), photo, seed=seed, nfe=nfe, method=getattr(method, "value", method),
-                             refine=refine, prompt=prompt, guidance=guidance)
+                             refine=refine, prompt=prompt, guidance=guidance, backdrop=scenery)
     product.write_photo(result, out)
     print(f"wrote {out} ({result.shape[-1]}x{result.shape[-2]})")
 
@@ -59,6 +60,9 @@ def square(model: str = MODEL, image: Path = IMAGE, out: Path = OUT, seed: int =
 @product_app.command()
 def scene(model: str = MODEL, image: Path = IMAGE, out: Path = OUT, seed: int = SEED, nfe: int = NFE,
           method: Method = METHOD, refine: bool = REFINE, guidance: float = GUIDANCE,
-          prompt: str = typer.Option(None, "--prompt", help="Describe the scene (needs a text-conditioned model).")):
+          backdrop: str = typer.Option(None, "--backdrop", help="A model of backgrounds that draws the scene (a run of "
+                                       "`unmix train --data backgrounds`, or of your own scenes); default: the "
+                                       "product model itself, whose backgrounds are coloured noise."),
+          prompt: str = typer.Option(None, "--prompt", help="Describe the scene (needs a text-conditioned --backdrop).")):
     """The product, its pixels unchanged, in a new background drawn around it, at the photo's size."""
-    _run("scene", model, image, out, seed, nfe, method, refine, guidance, prompt)
+    _run("scene", model, image, out, seed, nfe, method, refine, guidance, prompt, backdrop)

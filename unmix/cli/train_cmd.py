@@ -54,7 +54,8 @@ def train(
     autoencoder: str = typer.Option(None, help="With --latent: use this autoencoder run (unmix train-autoencoder) "
                                                "instead of training one."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the resolved configuration and exit."),
-    size: int = typer.Option(None, min=4, max=1024, help="Image side for emoji, folder, product data (default 32)."),
+    size: int = typer.Option(None, min=4, max=1024,
+                             help="Image side for emoji, folder, product, backgrounds data (default 32)."),
     recipe: Recipe = typer.Option(None, help="Training recipe (default edm)."),
     min_snr: float = typer.Option(None, min=0.0, max=1e6, help="Min-SNR-gamma loss weighting (e.g. 5; 0 = off)."),
     sigma_data: float = typer.Option(None, min=1e-6, max=1e6, help="Data std for EDM preconditioning (default 0.5)."),

@@ -9,7 +9,8 @@ from unmix.data.folder import load_folder
 from unmix.data.toys import load_toy
 from unmix.errors import UnmixError
 
-NAMES = ("digits", "emoji", "swissroll", "ring", "moons", "folder:PATH", "emoji+sequences", "product")
+NAMES = ("digits", "emoji", "swissroll", "ring", "moons", "folder:PATH", "emoji+sequences", "product",
+         "backgrounds")
 
 
 def load_dataset(spec: str, size: int | None = None) -> Dataset:
@@ -32,6 +33,10 @@ def load_dataset(spec: str, size: int | None = None) -> Dataset:
         if size not in (None, 32, 64):
             raise UnmixError(f"the product recipes are 32 or 64 px; size={size} is not available")
         return ProductJob(size or 32)
+    if spec == "backgrounds":  # crops of the product photos' backgrounds: the scene model of unmix.product
+        from unmix.data.backgrounds import Backgrounds
+
+        return Backgrounds(size or 32)
     if spec.startswith("folder:"):
         return load_folder(spec[len("folder:"):], size or 32)
     raise UnmixError(f"unknown dataset {spec!r}; valid: {', '.join(NAMES)}")

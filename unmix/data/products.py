@@ -160,8 +160,8 @@ def _files(folder: str, suffixes: tuple[str, ...]) -> list[Path]:
 @functools.lru_cache(maxsize=None)
 def offline_backgrounds(split: str) -> tuple[tuple[str, torch.Tensor], ...]:
     """(name, RGB [3, H, W] in [0, 1]) of every offline background photo/texture of a split that is installed:
-    scikit-image's and scikit-learn's shipped photos, and where present GIMP's patterns and Debian wallpapers
-    (split by name: every 5th file is a test background)."""
+    scikit-image's and scikit-learn's shipped photos, and where present GIMP's patterns (split by name: every 5th
+    file is a test background). Desktop wallpapers are not among them: they are the scenes (`scene_photos`)."""
     out: list[tuple[str, torch.Tensor]] = []
     try:
         import skimage
@@ -182,9 +182,22 @@ def offline_backgrounds(split: str) -> tuple[tuple[str, torch.Tensor], ...]:
                 out.append((f"sklearn:{name}", _read_image(folder / name)))
     except ImportError:
         pass
-    extra = [f for d in GIMP_PATTERN_DIRS for f in _files(d, (".pat",))]
-    extra += [f for d in WALLPAPER_DIRS for f in _files(d, IMAGE_SUFFIXES)]
-    for k, f in enumerate(extra):
+    return tuple(out) + _every_fifth([f for d in GIMP_PATTERN_DIRS for f in _files(d, (".pat",))], split)
+
+
+@functools.lru_cache(maxsize=None)
+def scene_photos(split: str) -> tuple[tuple[str, torch.Tensor], ...]:
+    """(name, RGB [3, H, W] in [0, 1]) of the scenes a product can be placed in: Debian's desktop wallpapers
+    (mate-backgrounds, gnome-backgrounds, desktop-base: meadows, dunes, wood, water, soft abstracts; every 5th file
+    held out for the test split); where none is installed, the offline backgrounds of the split."""
+    found = _every_fifth([f for d in WALLPAPER_DIRS for f in _files(d, IMAGE_SUFFIXES)], split)
+    return found or offline_backgrounds(split)
+
+
+def _every_fifth(files: list[Path], split: str) -> tuple[tuple[str, torch.Tensor], ...]:
+    """The readable images of `files` in the split: every 5th one (in sorted order) is a test image."""
+    out = []
+    for k, f in enumerate(files):
         if (k % 5 == 4) == (split == "test"):
             try:
                 out.append((str(f), read_gimp_pattern(f) if f.suffix == ".pat" else _read_image(f)))
@@ -273,7 +286,8 @@ class ProductTriples:
     size: frame side (32 or 64 are the recipes; any side >= 8 works). level: "plain", "clutter" (2-4 emoji
     behind the product) or "cut" (clutter, and the product may be cut by the frame). split: "train" or "test"
     (held-out products and backgrounds). backgrounds: None for the offline set of the split plus procedural
-    ones, or "folder:PATH" for a user's own images (then used for both splits, with no procedural ones).
+    ones, "scenes" for the split's scene photos (`scene_photos`), or "folder:PATH" for a user's own images (then
+    used for both splits); no procedural ones with either.
     """
 
     def __init__(self, size: int = 64, level: str = "plain", split: str = "train", seed: int = 0,
@@ -290,10 +304,16 @@ class ProductTriples:
             self.photos = offline_backgrounds(split)
             self.procedural = ("noise", "stripes") if split == "train" else ("noise", "stripes", "checker")
             self.procedural_share = procedural_share if self.photos else 1.0
+        elif backgrounds == "scenes":
+            self.photos, self.procedural, self.procedural_share = scene_photos(split), (), 0.0
+            if not self.photos:
+                raise UnmixError("no scene photos are installed (apt install mate-backgrounds gnome-backgrounds, or "
+                                 "pip install scikit-image); or pass backgrounds='folder:PATH'")
         elif isinstance(backgrounds, str) and backgrounds.startswith("folder:"):
             self.photos, self.procedural, self.procedural_share = folder_backgrounds(backgrounds[7:]), (), 0.0
         else:
-            raise UnmixError(f"backgrounds= must be None (the offline set) or 'folder:PATH', got {backgrounds!r}")
+            raise UnmixError(f"backgrounds= must be None (the offline set), 'scenes' or 'folder:PATH', "
+                             f"got {backgrounds!r}")
         self.name = f"product-{level}-{split}"
 
     # --- the Dataset interface the trainer uses -------------------------------------------------------------
@@ -342,7 +362,7 @@ class ProductTriples:
     def item(self, index: int) -> tuple[torch.Tensor, ...]:
         """(busy, mask, white, product, box) of one item; see Triples."""
         g, s = self.generator(index), self.size
-        bg = self._background(g)
+        bg = self.background(g)
         if self.level != "plain":
             for _ in range(_randint(g, 2, 4)):
                 k = self.products[_randint(g, 0, len(self.products) - 1)]
@@ -364,7 +384,9 @@ class ProductTriples:
         return (bg.clamp(0, 1) * 2 - 1, alpha.clamp(0, 1), white.clamp(0, 1) * 2 - 1, torch.tensor(product),
                 torch.tensor([top, left, h, w]))
 
-    def _background(self, g: torch.Generator) -> torch.Tensor:
+    def background(self, g: torch.Generator) -> torch.Tensor:
+        """One background [3, size, size] in [0, 1] drawn with `g`: a crop of one of the split's photos, or a
+        procedural one."""
         if not self.photos or bool(torch.rand(1, generator=g) < self.procedural_share):
             return procedural(self.procedural[_randint(g, 0, len(self.procedural) - 1)], self.size, g)
         return _crop(self.photos[_randint(g, 0, len(self.photos) - 1)][1], self.size, g).clone()
@@ -386,4 +408,4 @@ def _blur_matrix(n: int, r: int, sigma: float) -> torch.Tensor:
 
 
 __all__ = ["ProductTriples", "Triples", "LEVELS", "SPLITS", "product_codepoints", "split_products", "glyph",
-           "offline_backgrounds", "folder_backgrounds", "read_gimp_pattern", "procedural", "paste"]
+           "offline_backgrounds", "scene_photos", "folder_backgrounds", "read_gimp_pattern", "procedural", "paste"]

@@ -25,12 +25,16 @@ EXAMPLE_SIDE, EXAMPLES = 128, 10_000
 
 
 def _frames(progress):
-    """A sampler callback showing [alpha, photo] states as two pictures: the alpha in grey beside the photo."""
+    """A sampler callback showing [alpha, photo] states as two pictures: the alpha in grey beside the photo (a
+    backdrop model's RGB states as they are)."""
     def split(t: torch.Tensor) -> torch.Tensor:
         return torch.cat([t[:, :1].expand(-1, 3, -1, -1), t[:, 1:]])
 
     def callback(step, sigma, x, x0_hat):
-        progress.frame(reverse_frame(step, sigma, split(x), split(x0_hat), nrow=2))
+        if x.shape[1] == 3:
+            progress.frame(reverse_frame(step, sigma, x, x0_hat, nrow=1))
+        else:
+            progress.frame(reverse_frame(step, sigma, split(x), split(x0_hat), nrow=2))
 
     return callback
 
@@ -64,6 +68,12 @@ async def run(request: Request):
     refine = f.choice("edges", "snap", EDGES) == "snap"
     nfe = f.int("nfe", CLEAN_NFE if job == "clean" else FILL_NFE, 2, lim.max_nfe)
     guidance = f.float("guidance", None, 0.0, 100.0)
+    backdrop = f.text("backdrop") or None
+    if backdrop is not None and job != "scene":
+        raise UnmixError(f"a backdrop model draws scenes; the {job} job takes none")
+    scenery = None if backdrop is None else web.models.entry(backdrop, "image")
+    if scenery is not None and (len(scenery.shape) != 3 or scenery.shape[0] != 3):
+        raise UnmixError(f"{backdrop} cannot draw backdrops: it is not a model of RGB images")
     finding = (nfe if job == "clean" else CLEAN_NFE) if method == "sample" else 1
     calls = (finding + (0 if job == "clean" else nfe * REPAINT_REPEATS)) * (1 if guidance is None else 2)
     if calls > lim.max_calls:
@@ -74,13 +84,15 @@ async def run(request: Request):
         photo = await run_in_threadpool(read_photo_upload, data, lim.max_upload_bytes, lim.max_upload_side,
                                         lim.max_photo_pixels)
     cli = cli_line(f"product {job}", entry, "photo.png", *([] if refine else ["--no-refine"]), out=f"{job}.png",
-                   seed=seed, nfe=nfe, method=None if method == "mean" else method, guidance=guidance)
+                   seed=seed, nfe=nfe, method=None if method == "mean" else method, guidance=guidance,
+                   backdrop=None if scenery is None else scenery.path)
 
     def work(progress) -> dict:
         from unmix.product import run_job
 
+        drawer = None if scenery is None else web.models.model(scenery.name)
         out = run_job(job, web.models.model(entry.name), photo, seed=seed, nfe=nfe, method=method, refine=refine,
-                      guidance=guidance, callback=_frames(progress))
+                      guidance=guidance, backdrop=drawer, callback=_frames(progress))
         return {"image": image_url(out), "cli": cli, "filename": f"{job}-seed{seed}.png",
                 "size": [int(out.shape[-1]), int(out.shape[-2])]}
 
