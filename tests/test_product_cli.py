@@ -182,3 +182,22 @@ def test_a_text_backdrop_model_takes_the_scene_prompt(run, photo, tmp_path_facto
     mask = product.alpha(model.denoiser, img, 32)[0] > 0.5
     assert bool(mask.any()) and torch.equal(a[:, mask], img[:, mask]) and torch.equal(b[:, mask], img[:, mask])
     assert not torch.equal(a, b)
+
+
+def test_train_takes_your_own_backgrounds_folder_and_refuses_it_elsewhere(tmp_path, capsys):
+    folder = tmp_path / "mine"
+    folder.mkdir()
+    Image.new("RGB", (20, 30), (200, 150, 50)).save(folder / "wall.png")
+    out = tmp_path / "run"
+    r = start(TrainConfig(data="backgrounds", backgrounds=f"folder:{folder}", size=16, steps=1, batch_size=4,
+                          out=str(out), net=TINY, threads=1, sample_every=1000, nfe=3))
+    x, _ = r.dataset.batch(torch.arange(3))
+    assert torch.allclose(x, torch.tensor([200, 150, 50]).view(1, 3, 1, 1) / 127.5 - 1, atol=1e-5)
+    r.train(progress=False)
+    assert open_checkpoint(out).config["train"]["backgrounds"] == f"folder:{folder}"
+    assert resume(out, steps=2).dataset.describe()["backgrounds"] == f"folder:{folder}"
+    for args, says in [(["--data", "digits", "--backgrounds", f"folder:{folder}"], "backgrounds"),
+                       (["--data", "product", "--backgrounds", str(folder)], "folder:PATH"),
+                       (["--data", "product", "--backgrounds", f"folder:{tmp_path / 'none'}"], "holds no images")]:
+        err = _one_error_line(capsys, run_app(["train", *args, "--steps", "1", "--out", str(tmp_path / "x")]))
+        assert says in err, err

@@ -27,6 +27,7 @@ class TrainConfig:
 
     data: str = "digits"
     size: int | None = None
+    backgrounds: str | None = None  # data product / backgrounds: "folder:PATH", a user's own background photos
     out: str | None = None  # default runs/<data>
     init: str | None = None  # start from this checkpoint's weights (fine-tuning): a new run, fresh optimiser
     latent: str | None = None  # latent diffusion: train on the latents of this autoencoder run (unmix.latent)
@@ -153,6 +154,11 @@ def check_config(cfg: TrainConfig) -> None:
         if value is not None and (not math.isfinite(value) or cfg.recipe != "edm"):
             raise UnmixError(f"{name}= must be a finite number and needs recipe='edm', got {value} "
                              f"with recipe {cfg.recipe!r}")
+    if cfg.backgrounds is not None:
+        if not (isinstance(cfg.backgrounds, str) and cfg.backgrounds.startswith("folder:")):
+            raise UnmixError(f"backgrounds= must be 'folder:PATH' (a folder of your own photos), got {cfg.backgrounds!r}")
+        if cfg.data not in ("product", "backgrounds"):
+            raise UnmixError(f"backgrounds= is for data='product' or 'backgrounds', not {cfg.data!r}")
     if cfg.cond not in CONDITIONS:
         raise UnmixError(f"cond= must be one of {', '.join(CONDITIONS)}, got {cfg.cond!r}")
     if cfg.label_dropout is not None and not 0 <= cfg.label_dropout < 1:

@@ -141,7 +141,7 @@ class Run:
             ensure_free(config.out or default_out(config.data))
         warn_lone_launch(self.dist.rank)  # a launcher asked for N processes but started this one alone
         if dataset is None:
-            dataset = load_dataset(config.data, config.size)
+            dataset = load_dataset(config.data, config.size, config.backgrounds)
             autoencoder = autoencoder_for_run(config.latent, resume_from or init_from)
             if autoencoder is not None:  # latent diffusion: the images encoded once, kept in memory
                 dataset = latent_dataset(dataset, autoencoder)

@@ -54,6 +54,8 @@ def train(
     autoencoder: str = typer.Option(None, help="With --latent: use this autoencoder run (unmix train-autoencoder) "
                                                "instead of training one."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the resolved configuration and exit."),
+    backgrounds: str = typer.Option(None, help="--data product or backgrounds: folder:PATH, your own background "
+                                    "photos (default: the offline ones)."),
     size: int = typer.Option(None, min=4, max=1024,
                              help="Image side for emoji, folder, product, backgrounds data (default 32)."),
     recipe: Recipe = typer.Option(None, help="Training recipe (default edm)."),

@@ -13,12 +13,15 @@ NAMES = ("digits", "emoji", "swissroll", "ring", "moons", "folder:PATH", "emoji+
          "backgrounds")
 
 
-def load_dataset(spec: str, size: int | None = None) -> Dataset:
-    """A dataset by name; `size` is the image side for emoji and folders (default 32)."""
+def load_dataset(spec: str, size: int | None = None, backgrounds: str | None = None) -> Dataset:
+    """A dataset by name; `size` is the image side for emoji and folders (default 32); `backgrounds`
+    ("folder:PATH") the background photos of product and backgrounds data (default: the offline ones)."""
     if not isinstance(spec, str):
         raise UnmixError(f"data= must be a dataset name, got {spec!r}; valid: {', '.join(NAMES)}")
     if size is not None and (not isinstance(size, int) or size < 1):
         raise UnmixError(f"image size must be a positive integer, got {size!r}")
+    if backgrounds is not None and spec not in ("product", "backgrounds"):
+        raise UnmixError(f"backgrounds= is for the product and backgrounds data, not {spec!r}")
     if spec == "digits":
         if size not in (None, 8):
             raise UnmixError(f"digits are 8x8 images; size={size} is not available for them")
@@ -32,11 +35,11 @@ def load_dataset(spec: str, size: int | None = None) -> Dataset:
 
         if size not in (None, 32, 64):
             raise UnmixError(f"the product recipes are 32 or 64 px; size={size} is not available")
-        return ProductJob(size or 32)
+        return ProductJob(size or 32, backgrounds=backgrounds)
     if spec == "backgrounds":  # crops of the product photos' backgrounds: the scene model of unmix.product
         from unmix.data.backgrounds import Backgrounds
 
-        return Backgrounds(size or 32)
+        return Backgrounds(size or 32, backgrounds=backgrounds or "scenes")
     if spec.startswith("folder:"):
         return load_folder(spec[len("folder:"):], size or 32)
     raise UnmixError(f"unknown dataset {spec!r}; valid: {', '.join(NAMES)}")

@@ -299,6 +299,7 @@ class ProductTriples:
         if split not in SPLITS:
             raise UnmixError(f"unknown split {split!r}; valid: {', '.join(SPLITS)}")
         self.size, self.level, self.split, self.seed, self.length = size, level, split, int(seed), int(length)
+        self.backgrounds = backgrounds or "offline"
         self.products = split_products(split)
         if backgrounds is None:
             self.photos = offline_backgrounds(split)
@@ -346,7 +347,7 @@ class ProductTriples:
 
     def describe(self) -> dict:
         return {"name": self.name, "shape": list(self.shape), "size": len(self), "class_names": [],
-                "level": self.level, "split": self.split, "seed": self.seed}
+                "level": self.level, "split": self.split, "seed": self.seed, "backgrounds": self.backgrounds}
 
     # --- generation -----------------------------------------------------------------------------------------
     def generator(self, index: int) -> torch.Generator:
