@@ -93,7 +93,7 @@ PRESETS = {
     # 32-channel full-resolution U-Net (16.9 against 31.9) and is the first to draw faces and rounded squares.
     "emoji": dict(batch_size=32, lr=1e-3, ema_halflife_kimg=10.0, steps=20000,
                   net=dict(kind="unet", patch_size=2, channels=64, num_res_blocks=1)),
-    # backgrounds: the scene model of the product jobs; the emoji recipe (smooth photos and patterns at 32 px)
+    # backgrounds: the model that draws the product jobs' scenes (wallpaper crops at 32 px); the emoji recipe
     "backgrounds": dict(batch_size=32, lr=1e-3, ema_halflife_kimg=10.0, steps=20000,
                         net=dict(kind="unet", patch_size=2, channels=64, num_res_blocks=1)),
     "image": dict(batch_size=64, lr=1e-3, ema_halflife_kimg=50.0, steps=20000,

@@ -36,7 +36,7 @@ def load_dataset(spec: str, size: int | None = None, backgrounds: str | None = N
         if size not in (None, 32, 64):
             raise UnmixError(f"the product recipes are 32 or 64 px; size={size} is not available")
         return ProductJob(size or 32, backgrounds=backgrounds)
-    if spec == "backgrounds":  # crops of the product photos' backgrounds: the scene model of unmix.product
+    if spec == "backgrounds":  # crops of scene photos: the model that draws unmix.product's scenes
         from unmix.data.backgrounds import Backgrounds
 
         return Backgrounds(size or 32, backgrounds=backgrounds or "scenes")
