@@ -32,7 +32,7 @@ reach for without diffusion), with the same product alpha (unmix's clean) for bo
                 backgrounds`; telea: cv2.inpaint of everything outside the product, radius 5). "exact": the
                 share of images whose product pixels (the job's own mask) are the photo's bit for bit; FD and
                 precision/recall against 1000 other held-out cluttered photos ("clutter") and against 1000
-                held-out products on held-out scene photos ("scenes", unmix.data.products.scene_photos), each in
+                held-out products on held-out scene photos ("scenes", unmix.data.background_photos.scene_photos), each in
                 unmix eval's folder:PATH feature space trained on that set ("real-...": as many further real
                 photos of the set, its floor); "found": the share where a product was found (the others are left
                 out of every measure); "edge": the error in the 2-px band either side of the product's true edge,

@@ -1,5 +1,5 @@
 """The scene model's data (`unmix train --data backgrounds`): crops of scene photos (Debian's desktop wallpapers
-where installed: unmix.data.products.scene_photos), no products.
+where installed: unmix.data.background_photos.scene_photos), no products.
 
 A model of these draws the new backdrop of unmix.product's *scene* job. The product model cannot: it spends its
 training on finding products (noise levels centred high, the photo given), and its own backdrops come out as
