@@ -159,8 +159,9 @@ def main() -> None:
     ap.add_argument("--sampler", default=None)
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--png", default=None, help="grid: where the picture goes (default docs/text_grid.png)")
+    ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args()
-    torch.set_num_threads(1)
+    torch.set_num_threads(args.threads)
     if args.guidance is None:
         from unmix.guidance import DEFAULT_TEXT_GUIDANCE
 

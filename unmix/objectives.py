@@ -9,6 +9,7 @@ accumulation rounds, is what makes a run independent of how its work is divided,
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from unmix.losses import Recipe
@@ -42,26 +43,52 @@ class DiffusionObjective:
         return {"recipe": self.recipe.to_dict()}
 
 
-class TextDiffusionObjective(DiffusionObjective):
-    """The denoising loss with caption conditioning: per item one caption variant drawn uniformly, replaced by the
-    null caption with probability `caption_dropout` (for classifier-free guidance), looked up in a CaptionBank of
-    precomputed embeddings, so training never runs the text encoder."""
+LAYOUT_ROWS = 16  # items per batch row that the layout MLP of a text net is regressed on
 
-    def __init__(self, recipe: Recipe, bank, caption_dropout: float = 0.1):
+
+class TextDiffusionObjective(DiffusionObjective):
+    """The denoising loss with caption conditioning: per item one caption variant (`CaptionBank.pick_with`), replaced
+    by the null caption with probability `caption_dropout` (for classifier-free guidance), looked up in a CaptionBank of
+    precomputed embeddings, so training never runs the text encoder.
+
+    For a net with a layout MLP (unmix.nets.layout) and `layout_rows` = K > 0, each batch row also draws K more
+    items of `data` with their captions, and the MLP's guess from each caption is regressed onto the item
+    (mean squared error per pixel, averaged over the K rows, added to that row's loss). This is the MLP's only
+    training signal (the U-Net takes its guess detached). The MLP is cheap, so it sees K times the captions the
+    U-Net does; the rows are drawn with the batch, so runs resume bit for bit."""
+
+    def __init__(self, recipe: Recipe, bank, caption_dropout: float = 0.1, data=None, layout_rows: int = 0):
         super().__init__(recipe)
         self.bank, self.caption_dropout = bank, caption_dropout
+        self.data, self.layout_rows = data, layout_rows if data is not None else 0
 
     def draw(self, batch: int, generator: torch.Generator, item_shape: tuple[int, ...]) -> dict[str, torch.Tensor]:
         draws = super().draw(batch, generator, item_shape)
         draws["variant"] = torch.rand(batch, generator=generator, dtype=torch.float64)
         draws["drop_caption"] = torch.rand(batch, generator=generator, dtype=torch.float64) < self.caption_dropout
+        if self.layout_rows:
+            k = (batch, self.layout_rows)
+            draws["layout_items"] = torch.randint(0, len(self.data), k, generator=generator)
+            draws["layout_variant"] = torch.rand(k, generator=generator, dtype=torch.float64)
+            draws["layout_drop"] = torch.rand(k, generator=generator, dtype=torch.float64) < self.caption_dropout
         return draws
 
     def loss(self, net: nn.Module, x0: torch.Tensor, cond, draws: dict[str, torch.Tensor]) -> torch.Tensor:
         ids = self.bank.pick_with(draws["items"], draws["variant"], draws["drop_caption"])
         text = self.bank.lookup(ids).to(x0.device)
-        return self.recipe.loss(self.recipe.denoiser(net), x0, draws["sigma"].to(x0.device),
+        loss = self.recipe.loss(self.recipe.denoiser(net), x0, draws["sigma"].to(x0.device),
                                 draws["noise"].to(x0.device), text)
+        layout = getattr(unwrap(net), "layout", None)
+        if not self.layout_rows or layout is None:
+            return loss
+        items = draws["layout_items"].reshape(-1)
+        ids = self.bank.pick_with(items, draws["layout_variant"], draws["layout_drop"])
+        target, _ = self.data.batch(items.cpu())  # the dataset as given (on the CPU), not the trainer's device copy
+        guess = layout(self.bank.pooled[ids.to(self.bank.pooled.device)].float())
+        if guess.shape[2:] != target.shape[2:]:
+            target = F.interpolate(target, size=guess.shape[2:], mode="area")
+        rows = (guess.float() - target.to(guess.device)).square().flatten(1).mean(1)
+        return loss + rows.view(len(loss), -1).mean(1).to(loss.dtype)
 
 
 class ImageCondObjective(DiffusionObjective):
@@ -82,6 +109,15 @@ class ImageCondObjective(DiffusionObjective):
     def preview(self, net: nn.Module, dataset) -> torch.Tensor:
         """The training preview: the dataset's own picture of what the net makes of its conditions."""
         return dataset.preview(self.recipe.denoiser(net), device=next(net.parameters()).device)
+
+
+def unwrap(net: nn.Module) -> nn.Module:
+    """The network inside DDP (`.module`) and torch.compile (`._orig_mod`) wrappers."""
+    while True:
+        inner = getattr(net, "module", None) or getattr(net, "_orig_mod", None)
+        if not isinstance(inner, nn.Module):
+            return net
+        net = inner
 
 
 def split(draws: dict[str, torch.Tensor], sl: slice, device) -> dict[str, torch.Tensor]:

@@ -245,5 +245,7 @@ def network_config(cfg: TrainConfig, name: str, shape: tuple[int, ...], num_clas
     else:
         net = {**preset["net"], "dim": shape[0]}
     net.update(num_classes=num_classes, noise_scale=noise_scale)
+    if cfg.cond == "text" and len(shape) == 3:  # the prompt's first guess of the picture (unmix.nets.layout)
+        net["layout_size"] = min(shape[1:])
     net.update(cfg.net)
     return net

@@ -34,7 +34,7 @@ from unmix.launch import warn_lone_launch
 from unmix.losses import Recipe
 from unmix.model import Model, rebuild
 from unmix.nets import build_net, net_config
-from unmix.objectives import DiffusionObjective, ImageCondObjective, TextDiffusionObjective, split
+from unmix.objectives import LAYOUT_ROWS, DiffusionObjective, ImageCondObjective, TextDiffusionObjective, split
 from unmix.runlock import RunLock, ensure_free
 from unmix.text.bank import caption_bank
 from unmix.text.encoder import load_text_encoder, text_dim_of
@@ -189,7 +189,8 @@ class Run:
                              f"encoder {encoder.name} gives {encoder.dim}")
         self.data_description["text_encoder"] = encoder.describe()
         bank = caption_bank(self.dataset.captions, encoder).to(self.device)
-        return TextDiffusionObjective(self.recipe, bank, self.config.label_dropout)
+        rows = LAYOUT_ROWS if self.net_config.get("layout_size") else 0
+        return TextDiffusionObjective(self.recipe, bank, self.config.label_dropout, self.dataset, rows)
 
     def _adopt(self, c: ckpt.Checkpoint) -> None:
         """Take the network and recipe of a checkpoint (resume or fine-tune), checked against this data."""

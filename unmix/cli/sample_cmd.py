@@ -57,7 +57,8 @@ def sample(
     label: str = label_option(),
     prompt: str = prompt_option(),
     prompts_file: Path = typer.Option(None, "--prompts", help="A text file of prompts, one per line: --n samples "
-                                                              "for each, one grid row per prompt, in the file's order."),
+                                      "for each, one grid row per prompt, in the file's order; sample i of every "
+                                      "prompt uses --seed + i."),
     negative_prompt: str = negative_prompt_option(),
     guidance: float = guidance_option(),
     save_npy_path: str = typer.Option(None, "--save-npy", help="Also save the raw samples (float32, [-1, 1], NCHW)."),
@@ -87,7 +88,8 @@ def sample(
         if seed_list:
             raise UnmixError("--seeds cannot be combined with --prompts (sample i of each prompt uses --seed + i)")
         lines = read_prompts(prompts_file)
-        prompts, nrow, n = [p for p in lines for _ in range(n)], nrow or n, n * len(lines)
+        prompts, nrow = [p for p in lines for _ in range(n)], nrow or n
+        seed_list, n = [seed + i for _ in lines for i in range(n)], n * len(lines)  # rows differ only by prompt
     dev = pick_device(device)
     if threads:
         torch.set_num_threads(threads)
