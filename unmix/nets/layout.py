@@ -6,10 +6,10 @@ picture of that prompt, a plain regression from 384 numbers to an image that an 
 its own it ranks the named emoji top-5 for about 60% of the evaluation prompts, blurred). So the U-Net is
 given that guess as extra input channels (detached), and the MLP is trained directly, by regressing
 training images from their captions (`unmix.objectives.TextDiffusionObjective`), on more rows per step than
-the U-Net sees, since it costs little. (Letting the denoising loss train it too made its guesses worse:
-after 45 minutes they ranked the named emoji top-5 for 24% of the evaluation prompts.) The U-Net then only has to sharpen and
-vary the guess; the null caption's guess is the data's mean picture, so classifier-free guidance contrasts
-the prompt's guess with the mean's.
+the U-Net sees, since it costs little. Letting the denoising loss train it too made its guesses worse (after
+45 minutes they ranked the named emoji top-5 for 24% of the evaluation prompts). The U-Net then only has to
+sharpen and vary the guess; the null caption's guess is the data's mean picture, so classifier-free guidance
+contrasts the prompt's guess with the mean's.
 """
 from __future__ import annotations
 
