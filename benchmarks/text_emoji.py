@@ -4,6 +4,10 @@
     python benchmarks/text_emoji.py eval RUN --guidance W      # docs/text_eval_prompts.txt at W, 1 and prompt-free
     python benchmarks/text_emoji.py grid RUN --guidance W      # docs/text_grid.png (--png PATH) from text_grid_prompts.txt
     python benchmarks/text_emoji.py speed RUN --guidance W     # 64 prompted samples, the encoder's share
+    python benchmarks/text_emoji.py layout RUN                 # the net's first guesses alone (no diffusion)
+
+`--template "a picture of a {}"` (sweep, eval, layout) samples from each prompt written into the template and
+scores it as the plain name: the model must not need the exact string.
 
 Prompt files are fixed (see docs/text.md): the eval and sweep prompts are disjoint sets of training emoji's short
 names drawn with a seeded permutation before any sample was seen. Sample i of every prompt uses seed i, so rows
@@ -22,6 +26,7 @@ from PIL import Image, ImageDraw
 import unmix
 from unmix.data.images import to_pil
 from unmix.fsutil import write_text
+from unmix.latent import decode_latents
 from unmix.metrics.identity import emoji_identity, gaussian_blur
 from unmix.metrics.prompts import format_adherence, normalize, prompt_adherence
 
@@ -40,16 +45,18 @@ def record(key: str, value: dict) -> None:
 
 
 def draw(model, prompts: list[str], k: int, guidance: float | None, nfe: int, sampler: str | None,
-         prompt_free: bool = False) -> tuple[torch.Tensor, list[str], float]:
-    """k samples per prompt (seeds 0..k-1 for every prompt), the prompt of each, and the seconds it took."""
+         prompt_free: bool = False, template: str = "{}") -> tuple[torch.Tensor, list[str], float]:
+    """k samples per prompt (seeds 0..k-1 for every prompt, each prompt written into `template`), the prompt
+    of each (as in the file), and the seconds it took."""
     each = [p for p in prompts for _ in range(k)]
     seeds = [i for _ in prompts for i in range(k)]
+    asked = [template.format(p) for p in each]
     t = time.perf_counter()
     if prompt_free:  # the null caption: what the model draws when told nothing (the same k images for all prompts)
         x = model.sample(k, seeds=list(range(k)), nfe=nfe, sampler=sampler)
         x = x.repeat(len(prompts), 1, 1, 1)
     else:
-        x = model.sample(len(each), seeds=seeds, nfe=nfe, sampler=sampler, prompts=each, guidance=guidance)
+        x = model.sample(len(each), seeds=seeds, nfe=nfe, sampler=sampler, prompts=asked, guidance=guidance)
     return x, each, time.perf_counter() - t
 
 
@@ -81,17 +88,40 @@ def score(name: str, x: torch.Tensor, prompts: list[str], seconds: float, extra:
 def stage_sweep(model, args) -> None:
     prompts = read_lines(DOCS / "text_sweep_prompts.txt")
     for w in args.weights:
-        x, each, s = draw(model, prompts, args.k, w, args.nfe, args.sampler)
-        record(f"sweep/w{w:g}/nfe{args.nfe}", score(f"sweep w={w:g}", x, each, s, {"guidance": w, "k": args.k}))
+        x, each, s = draw(model, prompts, args.k, w, args.nfe, args.sampler, template=args.template)
+        record(f"sweep/w{w:g}/nfe{args.nfe}{suffix(args)}",
+               score(f"sweep w={w:g}", x, each, s, {"guidance": w, "k": args.k, "template": args.template}))
 
 
 def stage_eval(model, args) -> None:
     prompts = read_lines(DOCS / "text_eval_prompts.txt")
     settings = [("guided", args.guidance, False), ("guidance1", 1.0, False), ("prompt_free", None, True)]
     for label, w, free in settings:
-        x, each, s = draw(model, prompts, args.k, w, args.nfe, args.sampler, prompt_free=free)
-        record(f"eval/{label}/nfe{args.nfe}", score(f"eval {label} (w={w})", x, each, s,
-                                                   {"guidance": w, "k": args.k, "prompts": len(prompts)}))
+        if free and args.template != "{}":
+            continue  # no prompt, no template
+        x, each, s = draw(model, prompts, args.k, w, args.nfe, args.sampler, prompt_free=free, template=args.template)
+        record(f"eval/{label}/nfe{args.nfe}{suffix(args)}", score(f"eval {label} (w={w})", x, each, s, {
+            "guidance": w, "k": args.k, "prompts": len(prompts), "template": args.template}))
+
+
+def stage_layout(model, args) -> None:
+    """The text net's first guess of the picture (unmix.nets.layout) for each evaluation prompt, scored as a
+    sample: what the U-Net is handed before any denoising."""
+    layout = getattr(model.net, "layout", None)
+    if layout is None:
+        raise SystemExit(f"{args.run} has no layout (an older text model)")
+    prompts = read_lines(DOCS / "text_eval_prompts.txt")
+    with torch.no_grad():
+        guess = layout(model.encode_prompts([args.template.format(p) for p in prompts], len(prompts)).pooled,
+                       model.latent_shape[1:])
+    if model.autoencoder is not None:
+        guess = decode_latents(model.autoencoder, guess)
+    record(f"layout/{type(layout).__name__}{suffix(args)}", score("layout alone", guess.clamp(-1, 1), prompts, 0.0,
+                                                                  {"template": args.template}))
+
+
+def suffix(args) -> str:
+    return "" if args.template == "{}" else f"/template={args.template}"
 
 
 def labelled_grid(x: torch.Tensor, prompts: list[str], k: int, scale: int = 3, label_width: int = 120) -> Image.Image:
@@ -150,7 +180,7 @@ def stage_speed(model, args) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("stage", choices=["sweep", "eval", "grid", "speed"])
+    ap.add_argument("stage", choices=["sweep", "eval", "grid", "speed", "layout"])
     ap.add_argument("run")
     ap.add_argument("--guidance", type=float, default=None, help="default: unmix.guidance.DEFAULT_TEXT_GUIDANCE")
     ap.add_argument("--weights", type=float, nargs="+", default=[1, 2, 3, 5])
@@ -160,6 +190,7 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--png", default=None, help="grid: where the picture goes (default docs/text_grid.png)")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--template", default="{}", help='how each prompt is written, e.g. "a picture of a {}"')
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     if args.guidance is None:
@@ -167,7 +198,8 @@ def main() -> None:
 
         args.guidance = DEFAULT_TEXT_GUIDANCE
     model = unmix.load(args.run)
-    {"sweep": stage_sweep, "eval": stage_eval, "grid": stage_grid, "speed": stage_speed}[args.stage](model, args)
+    stages = {"sweep": stage_sweep, "eval": stage_eval, "grid": stage_grid, "speed": stage_speed, "layout": stage_layout}
+    stages[args.stage](model, args)
 
 
 if __name__ == "__main__":

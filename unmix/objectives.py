@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from unmix.losses import Recipe
+from unmix.nets.layout import RetrievalLayout
 
 
 class DiffusionObjective:
@@ -51,11 +52,12 @@ class TextDiffusionObjective(DiffusionObjective):
     by the null caption with probability `caption_dropout` (for classifier-free guidance), looked up in a CaptionBank of
     precomputed embeddings, so training never runs the text encoder.
 
-    For a net with a layout MLP (unmix.nets.layout) and `layout_rows` = K > 0, each batch row also draws K more
-    items of `data` with their captions, and the MLP's guess from each caption is regressed onto the item
-    (mean squared error per pixel, averaged over the K rows, added to that row's loss). This is the MLP's only
-    training signal (the U-Net takes its guess detached). The MLP is cheap, so it sees K times the captions the
-    U-Net does; the rows are drawn with the batch, so runs resume bit for bit."""
+    A retrieval layout (unmix.nets.layout) gets its table from `data` (`prepare`). For a net with a layout MLP
+    and `layout_rows` = K > 0, each batch row also draws K more items of `data` with their captions, and the
+    MLP's guess from each caption is regressed onto the item (mean squared error per pixel, averaged over the K
+    rows, added to that row's loss). This is the MLP's only training signal (the U-Net takes its guess
+    detached). The MLP is cheap, so it sees K times the captions the U-Net does; the rows are drawn with the
+    batch, so runs resume bit for bit."""
 
     def __init__(self, recipe: Recipe, bank, caption_dropout: float = 0.1, data=None, layout_rows: int = 0):
         super().__init__(recipe)
@@ -89,6 +91,29 @@ class TextDiffusionObjective(DiffusionObjective):
             target = F.interpolate(target, size=guess.shape[2:], mode="area")
         rows = (guess.float() - target.to(guess.device)).square().flatten(1).mean(1)
         return loss + rows.view(len(loss), -1).mean(1).to(loss.dtype)
+
+    def prepare(self, *nets: nn.Module) -> None:
+        """Give each net's retrieval layout (unmix.nets.layout) its table from `data`: one key per caption
+        variant of each item, pointing at that item's picture, and the null caption pointing at the data's mean
+        picture (so guidance contrasts a prompt's guess with the mean's). Deterministic, so a resumed run refills
+        exactly what its checkpoint holds, and a fine-tuned one takes its new data's pictures."""
+        layouts = [m for m in map(unwrap, nets) if isinstance(getattr(m, "layout", None), RetrievalLayout)]
+        if not layouts or self.data is None:
+            return
+        ids = [(j, i) for i, v in enumerate(self.bank.variants) for j in v]
+        strings = torch.as_tensor([0] + [j for j, _ in ids], dtype=torch.long)
+        owner = torch.as_tensor([len(self.data)] + [i for _, i in ids], dtype=torch.long)
+        size = layouts[0].layout.size
+        values = torch.cat([_resized(self.data.batch(part)[0], size)
+                            for part in torch.arange(len(self.data)).split(1024)])
+        values = torch.cat([values, values.mean(0, keepdim=True)])
+        for m in layouts:
+            m.layout.fill(self.bank.pooled[strings.to(self.bank.pooled.device)].cpu(), owner, values)
+
+
+def _resized(x: torch.Tensor, size: int) -> torch.Tensor:
+    x = x.float().cpu()
+    return x if x.shape[2:] == (size, size) else F.interpolate(x, size=(size, size), mode="area")
 
 
 class ImageCondObjective(DiffusionObjective):

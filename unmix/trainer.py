@@ -189,7 +189,7 @@ class Run:
                              f"encoder {encoder.name} gives {encoder.dim}")
         self.data_description["text_encoder"] = encoder.describe()
         bank = caption_bank(self.dataset.captions, encoder).to(self.device)
-        rows = LAYOUT_ROWS if self.net_config.get("layout_size") else 0
+        rows = LAYOUT_ROWS if self.net_config.get("layout_size") and self.net_config.get("layout") == "mlp" else 0
         return TextDiffusionObjective(self.recipe, bank, self.config.label_dropout, self.dataset, rows)
 
     def _adopt(self, c: ckpt.Checkpoint) -> None:
@@ -244,6 +244,7 @@ class Run:
         elif self.init_from is not None:
             state.net.load_state_dict(self.init_from.weights("model"))
             state.ema.load_state_dict(self.init_from.weights("ema"))
+        getattr(self.objective, "prepare", lambda *nets: None)(state.net, state.ema)  # e.g. a retrieval table
         return state
 
     def _wrapped(self, net: nn.Module) -> nn.Module:

@@ -19,8 +19,9 @@ together with one "present" plane (1 where the row has a condition). A row that 
 net as zeros with present = 0, so no real image, not even a grey one, can be mistaken for it. The condition is
 not scaled by the denoiser's c_in: the preconditioning applies to the noisy input only.
 
-With layout_size = S > 0 (text nets only) an MLP turns the prompt's pooled vector into a first guess of the
-picture, [in_channels, S, S] resized to the input, concatenated to the input channels (unmix.nets.layout).
+With layout_size = S > 0 (text nets only) the prompt's pooled vector becomes a first guess of the picture (an
+MLP's, or a softmax-weighted mean of stored training pictures), [in_channels, S, S] resized to the input,
+concatenated to the input channels (unmix.nets.layout).
 """
 from __future__ import annotations
 
@@ -34,7 +35,7 @@ from torch import nn
 from unmix.conditioning import Cond, TextCond
 from unmix.errors import UnmixError
 from unmix.nets.embedding import ConditionEmbedding
-from unmix.nets.layout import TextLayout
+from unmix.nets.layout import KINDS, RetrievalLayout, TextLayout
 
 
 @dataclass
@@ -54,8 +55,10 @@ class UNetConfig:
     text_dim: int = 0  # > 0: text-conditional on a TextCond of this embedding width (384 for all-MiniLM-L6-v2)
     cross_attn_levels: tuple[int, ...] | None = None  # levels whose blocks attend to the text; None: attn_levels
     cond_channels: int = 0  # > 0: image-conditional on a [N, cond_channels, H, W] image (SR3/Palette concatenation)
-    layout_size: int = 0  # > 0 (text nets): the pooled prompt -> an MLP's guess of the picture at this side, as input
+    layout_size: int = 0  # > 0 (text nets): the pooled prompt -> a guess of the picture at this side, as input
+    layout: str = "mlp"  # how the guess is made: "mlp" (learnt) or "retrieval" (from the training set, stored)
     layout_hidden: int = 1024  # the layout MLP's hidden width
+    layout_temperature: float = 0.03  # retrieval: softmax temperature over cosine similarities
 
     def __post_init__(self):
         self.channel_mult = tuple(int(m) for m in self.channel_mult)
@@ -82,6 +85,9 @@ class UNetConfig:
         if self.layout_size < 0 or self.layout_hidden < 1:
             raise UnmixError(f"U-Net needs layout_size >= 0 and layout_hidden >= 1, got {self.layout_size}, "
                              f"{self.layout_hidden}")
+        if self.layout not in KINDS or not self.layout_temperature > 0:
+            raise UnmixError(f"U-Net needs layout in {KINDS} and layout_temperature > 0, got {self.layout!r}, "
+                             f"{self.layout_temperature}")
         if self.layout_size and not self.text_dim:
             raise UnmixError("layout_size > 0 needs a text-conditional U-Net (text_dim > 0): the layout is the prompt's")
         bad = [a for a in self.text_levels if not 0 <= a < len(self.channel_mult)]
@@ -192,8 +198,11 @@ class UNet(nn.Module):
         self.embed = ConditionEmbedding(cfg.channels, emb_dim, cfg.num_classes, cfg.noise_scale, cfg.text_dim)
         p2 = cfg.patch_size ** 2
         image_in = cfg.cond_channels + 1 if cfg.cond_channels else 0  # the condition and its "present" plane
-        self.layout = TextLayout(cfg.text_dim, cfg.in_channels, cfg.layout_size, cfg.layout_hidden) \
-            if cfg.layout_size else None
+        self.layout = None
+        if cfg.layout_size and cfg.layout == "mlp":
+            self.layout = TextLayout(cfg.text_dim, cfg.in_channels, cfg.layout_size, cfg.layout_hidden)
+        elif cfg.layout_size:
+            self.layout = RetrievalLayout(cfg.text_dim, cfg.in_channels, cfg.layout_size, cfg.layout_temperature)
         image_in += cfg.in_channels if cfg.layout_size else 0
         self.conv_in = nn.Conv2d((cfg.in_channels + image_in) * p2, chs[0], 3, padding=1)
         skips = [chs[0]]
@@ -267,7 +276,7 @@ class UNet(nn.Module):
             x, cond = self._image(x, cond), None
         text = self._text(cond, x.shape[0], self.conv_in.weight.dtype, x.device)
         if self.layout is not None:
-            # detached: the guess is a regression of its own (TextDiffusionObjective), not bent by the denoising loss
+            # detached: the guess is a regression or a retrieval of its own, not bent by the denoising loss
             x = torch.cat([x, self.layout(text.pooled, x.shape[2:]).detach().to(x.dtype)], dim=1)
         emb = self.embed(c_noise, text if text is not None else cond)
         h = self.conv_in(F.pixel_unshuffle(x, p) if p > 1 else x)
