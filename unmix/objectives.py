@@ -87,8 +87,7 @@ class TextDiffusionObjective(DiffusionObjective):
         ids = self.bank.pick_with(items, draws["layout_variant"], draws["layout_drop"])
         target, _ = self.data.batch(items.cpu())  # the dataset as given (on the CPU), not the trainer's device copy
         guess = layout(self.bank.pooled[ids.to(self.bank.pooled.device)].float())
-        if guess.shape[2:] != target.shape[2:]:
-            target = F.interpolate(target, size=guess.shape[2:], mode="area")
+        target = _resized(target, guess.shape[-1])
         rows = (guess.float() - target.to(guess.device)).square().flatten(1).mean(1)
         return loss + rows.view(len(loss), -1).mean(1).to(loss.dtype)
 
@@ -112,6 +111,7 @@ class TextDiffusionObjective(DiffusionObjective):
 
 
 def _resized(x: torch.Tensor, size: int) -> torch.Tensor:
+    """Pictures [N, C, H, W] as float32 on the CPU at size x size (area-averaged when smaller)."""
     x = x.float().cpu()
     return x if x.shape[2:] == (size, size) else F.interpolate(x, size=(size, size), mode="area")
 
