@@ -1,12 +1,15 @@
-"""Emoji on a fixed CPU budget: which U-Net learns the most in 30 minutes on one core?
+"""Emoji on a fixed CPU budget: which recipe learns the most in M minutes on one core?
 
-Each candidate is the `unmix train --data emoji` preset with some flags; each is trained for --minutes at
-one thread through the CLI (as a user would), then measured by FD / precision / recall in the emoji
-feature space (500 samples, iPNDM 32 NFE, seed 0) and sampled as a 64-image grid. Two candidates can
-train side by side, one per core (the flock slots keep heavier jobs out):
+Each unmix candidate is the `unmix train --data emoji` command with some flags (`latent`: the pixel preset's
+rival, `unmix train --data emoji --latent`, both stages inside the minutes); each is trained for --minutes of
+wall clock at one thread through the CLI (as a user would), then measured by FD / precision / recall in the
+emoji feature space (500 samples, iPNDM 32 NFE, seed 0) and sampled as a 64-image grid. The `diffusers`
+candidate is the recipe a diffusers user would write (benchmarks/diffusers_emoji.py), trained and measured the
+same way (DPM-Solver++(2M), 32 network calls). Two candidates train side by side, one per core (the flock
+slots keep heavier jobs out); results go to runs/emoji_budget/NAME-Mmin/:
 
     flock /tmp/unmix-slotA.lock python benchmarks/emoji_budget.py train patch64 --minutes 30
-    flock /tmp/unmix-slotB.lock python benchmarks/emoji_budget.py train fullres32 --minutes 30
+    flock /tmp/unmix-slotB.lock python benchmarks/emoji_budget.py train latent --minutes 30
     python benchmarks/emoji_budget.py measure patch64 runs/my-run   # a run trained by hand with those flags
     python benchmarks/emoji_budget.py report        # table from runs/emoji_budget/*/result.json
 """
@@ -19,24 +22,56 @@ import subprocess
 import sys
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
 CANDIDATES = {
     # the preset until 2026-11-22: 32 channels at 32, 16, 8 and 4 pixels
     "fullres32": ["--patch", "1", "--channels", "32", "--channel-mult", "1,2,2,2", "--attn", "2,3"],
     # today's preset: 2x2 patches folded into channels, 64 channels at 16, 8 and 4 pixels
     "patch64": [],
     "patch64-cond": ["--cond", "label"],
+    # latent diffusion, both stages inside the minutes: the neighbours' guess on (the default) and off
+    "latent": ["--latent", "--neighbours"],
+    "latent-plain": ["--latent", "--no-neighbours"],
+    "diffusers": [],  # not unmix: benchmarks/diffusers_emoji.py
 }
 ROOT = Path("runs/emoji_budget")
 GUIDANCE = 2.0  # class-conditional candidates are also measured guided at this scale
 
 
 def train(name: str, minutes: float) -> None:
-    out = ROOT / name
+    if name == "diffusers":
+        return train_diffusers(minutes)
+    out = ROOT / f"{name}-{minutes:g}min" / "run"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     subprocess.run([sys.executable, "-m", "unmix", "train", "--data", "emoji", "--out", str(out), "--minutes",
                     str(minutes), "--threads", "1", "--sample-every", "1000000", "--checkpoint-every", "1000000",
                     *CANDIDATES[name]], check=True, env=env)
     measure(name, out, minutes)
+
+
+def train_diffusers(minutes: float) -> None:
+    import torch
+
+    torch.set_num_threads(1)
+    from diffusers_emoji import emoji_unet, sample
+    from diffusers_emoji import train as train_unet
+
+    from unmix.api import save_grid
+    from unmix.data import load_dataset
+    from unmix.metrics.evaluate import evaluate
+
+    ds = load_dataset("emoji")
+    unet, steps = train_unet(ds.batch(torch.arange(len(ds)))[0], minutes, log=lambda s: print(s, flush=True))
+    x = sample(unet, 500)
+    out = ROOT / f"diffusers-{minutes:g}min"
+    out.mkdir(parents=True, exist_ok=True)
+    save_grid(x[:64], out / "grid.png", nrow=8)
+    result = {"name": "diffusers", "run": "benchmarks/diffusers_emoji.py", "flags": [], "minutes": minutes,
+              "steps": steps, "images": steps * 16, "parameters": sum(p.numel() for p in emoji_unet().parameters()),
+              **evaluate(x, "emoji", 0), **nearest(x), "data": "emoji", "sampler": "dpmsolver++(2M)", "nfe": 32}
+    (out / "result.json").write_text(json.dumps(result, indent=1))
+    print(json.dumps(result))
 
 
 def measure(name: str, run: Path, minutes: float) -> None:
@@ -53,9 +88,11 @@ def measure(name: str, run: Path, minutes: float) -> None:
     model = load(run)  # a run folder loads its latest checkpoint
     stored = open_checkpoint(model.checkpoint)  # config only: the weights are already loaded
     step, batch = stored.step, stored.config["train"]["batch_size"]
-    metrics = {**evaluate(model.sample(500, seed=0, nfe=32), "emoji", 0), "data": "emoji", "sampler": DEFAULT_SAMPLER, "nfe": 32}
-    (ROOT / name).mkdir(parents=True, exist_ok=True)
-    save_grid(model.sample(64, seed=0), ROOT / name / "grid.png", nrow=8)
+    x = model.sample(500, seed=0, nfe=32)
+    metrics = {**evaluate(x, "emoji", 0), **nearest(x), "data": "emoji", "sampler": DEFAULT_SAMPLER, "nfe": 32}
+    folder = ROOT / f"{name}-{minutes:g}min"
+    folder.mkdir(parents=True, exist_ok=True)
+    save_grid(model.sample(64, seed=0), folder / "grid.png", nrow=8)
     result = {"name": name, "run": str(run), "flags": CANDIDATES[name], "minutes": minutes, "steps": step,
               "images": step * batch, "parameters": sum(p.numel() for p in model.net.parameters()), **metrics}
     if model.num_classes:  # also guided, with labels drawn at the dataset's group frequencies
@@ -63,8 +100,27 @@ def measure(name: str, run: Path, minutes: float) -> None:
         pick = labels[torch.randint(len(labels), (500,), generator=torch.Generator().manual_seed(0))]
         guided = evaluate(model.sample(500, seed=0, nfe=32, labels=pick, guidance=GUIDANCE), "emoji", 0)
         result.update({f"guided_{k}": v for k, v in guided.items()}, guidance=GUIDANCE)
-    (ROOT / name / "result.json").write_text(json.dumps(result, indent=1))
+    (folder / "result.json").write_text(json.dumps(result, indent=1))
     print(json.dumps(result))
+
+
+def nearest(x, leave_one_out: bool = False) -> dict:
+    """How close samples [N, 3, 32, 32] come to copying training emoji: the PSNR (pixels in [-1, 1]) to the nearest
+    training picture, its median and the shares above 20 and 25 dB. `leave_one_out` (x None): the training emoji
+    themselves, each against the others (the reference: how near distinct emoji are to each other)."""
+    import torch
+
+    from unmix.data import load_dataset
+
+    ds = load_dataset("emoji")
+    train = ds.batch(torch.arange(len(ds)))[0].flatten(1)
+    x = train if leave_one_out else x.flatten(1).float()
+    mse = torch.cdist(x, train).clamp_min(0) ** 2 / train.shape[1]
+    if leave_one_out:
+        mse.fill_diagonal_(float("inf"))
+    psnr = 10 * torch.log10(4 / mse.min(1).values.clamp_min(1e-10))
+    return {"nearest_psnr_median": psnr.median().item(), "nearest_over_20db": (psnr > 20).float().mean().item(),
+            "nearest_over_25db": (psnr > 25).float().mean().item()}
 
 
 def report() -> None:
@@ -89,10 +145,13 @@ if __name__ == "__main__":
     m.add_argument("run", type=Path)
     m.add_argument("--minutes", type=float, default=30.0)
     sub.add_parser("report")
+    sub.add_parser("nearest", help="the reference for the nearest-picture columns: each real emoji against the others")
     args = parser.parse_args()
     if args.cmd == "train":
         train(args.name, args.minutes)
     elif args.cmd == "measure":
         measure(args.name, args.run, args.minutes)
+    elif args.cmd == "nearest":
+        print(json.dumps(nearest(None, leave_one_out=True)))
     else:
         report()

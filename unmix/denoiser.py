@@ -111,8 +111,25 @@ class NetworkDenoiser(nn.Module):
         if torch.any(sigma <= 0):
             raise UnmixError("a network denoiser needs sigma > 0 (sigma = 0 is clean data: nothing to denoise)")
         c_skip, c_out, c_in, c_noise = (expand_like(c, x) if i < 3 else c for i, c in enumerate(self.precond(sigma)))
-        out = self.net(c_in * x, c_noise, cond)
-        return c_skip * x + c_out * out.to(x.dtype)
+        return c_skip * x + c_out * self.network(x, sigma, c_in, c_noise, cond).to(x.dtype)
+
+    def network(self, x: torch.Tensor, sigma: torch.Tensor, c_in: torch.Tensor, c_noise: torch.Tensor, cond,
+                exclude: torch.Tensor | None = None) -> torch.Tensor:
+        """F(c_in x, c_noise, cond): the raw network output; a net that keeps the training set's ideal denoiser
+        (unmix.nets.neighbours) also gets its guess from the raw x and sigma (`exclude`: leave these items out)."""
+        table = getattr(unwrap(self.net), "neighbours", None)
+        if table is None:
+            return self.net(c_in * x, c_noise, cond)
+        return self.net(c_in * x, c_noise, cond, guess=table(x, sigma, exclude))
+
+
+def unwrap(net: nn.Module) -> nn.Module:
+    """The network inside DDP (`.module`) and torch.compile (`._orig_mod`) wrappers."""
+    while True:
+        inner = getattr(net, "module", None) or getattr(net, "_orig_mod", None)
+        if not isinstance(inner, nn.Module):
+            return net
+        net = inner
 
 
 def as_denoiser(fn) -> Denoiser:

@@ -120,12 +120,13 @@ class Recipe:
         return (0.5 * (1 + torch.erf(z))).float()
 
     def loss(self, denoiser: NetworkDenoiser, x0: torch.Tensor, sigma: torch.Tensor, noise: torch.Tensor,
-             cond: torch.Tensor | None = None) -> torch.Tensor:
-        """Per-sample weighted loss [N] at the given noise levels and noise."""
+             cond: torch.Tensor | None = None, exclude: torch.Tensor | None = None) -> torch.Tensor:
+        """Per-sample weighted loss [N] at the given noise levels and noise (`exclude`: items a neighbours net leaves
+        out of its guess, see unmix.nets.neighbours)."""
         sigma = sigma.to(x0.device, x0.dtype)
         x = x0 + expand_like(sigma, x0) * noise
         c_skip, c_out, c_in, c_noise = (expand_like(c, x0) if i < 3 else c for i, c in enumerate(denoiser.precond(sigma)))
-        out = denoiser.net(c_in * x, c_noise, cond).float()
+        out = denoiser.network(x, sigma, c_in, c_noise, cond, exclude).float()
         target = (x0 - c_skip * x) / c_out
         err = (out - target).pow(2).flatten(1).mean(1)
         if self.min_snr_gamma > 0:

@@ -12,29 +12,38 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from unmix.denoiser import unwrap
 from unmix.losses import Recipe
 from unmix.nets.layout import RetrievalLayout
 
 
 class DiffusionObjective:
-    """The denoising loss of a Recipe, with label dropout ("no label" = class num_classes) for guidance."""
+    """The denoising loss of a Recipe, with label dropout ("no label" = class num_classes) for guidance. A net that
+    keeps the training set's ideal denoiser (unmix.nets.neighbours) gets its table from `data` (`prepare`)."""
 
-    def __init__(self, recipe: Recipe, num_classes: int = 0, label_dropout: float = 0.0):
-        self.recipe, self.num_classes, self.label_dropout = recipe, num_classes, label_dropout
+    def __init__(self, recipe: Recipe, num_classes: int = 0, label_dropout: float = 0.0, data=None):
+        self.recipe, self.num_classes, self.label_dropout, self.data = recipe, num_classes, label_dropout, data
+        self.leave_out = None  # a neighbours net's share of rows left out of their own guess (set by `prepare`)
 
     def draw(self, batch: int, generator: torch.Generator, item_shape: tuple[int, ...]) -> dict[str, torch.Tensor]:
         sigma = self.recipe.sample_sigma(batch, generator)
         noise = torch.randn((batch, *item_shape), generator=generator)
         drop = torch.rand(batch, generator=generator) < self.label_dropout
-        return {"sigma": sigma, "noise": noise, "drop": drop}
+        draws = {"sigma": sigma, "noise": noise, "drop": drop}
+        if self.leave_out is not None:
+            draws["leave_out"] = torch.rand(batch, generator=generator) < self.leave_out
+        return draws
 
     def loss(self, net: nn.Module, x0: torch.Tensor, cond, draws: dict[str, torch.Tensor]) -> torch.Tensor:
         if self.num_classes:
             cond = torch.where(draws["drop"].to(x0.device), self.num_classes, cond)
         else:
             cond = None
+        exclude = None
+        if "leave_out" in draws:  # NaN rows exclude nothing
+            exclude = torch.where(draws["leave_out"].to(x0.device).view(-1, *[1] * (x0.ndim - 1)), x0, float("nan"))
         return self.recipe.loss(self.recipe.denoiser(net), x0, draws["sigma"].to(x0.device),
-                                draws["noise"].to(x0.device), cond)
+                                draws["noise"].to(x0.device), cond, exclude)
 
     def bucket(self, draws: dict[str, torch.Tensor]) -> torch.Tensor:
         """Where each sample's noise level falls in the training distribution, in [0, 1] (loss by quartile)."""
@@ -42,6 +51,18 @@ class DiffusionObjective:
 
     def checkpoint_config(self) -> dict:
         return {"recipe": self.recipe.to_dict()}
+
+    def prepare(self, *nets: nn.Module) -> None:
+        """Store every item of `data` in each net's neighbours table (deterministic: a resumed run refills what its
+        checkpoint holds, a fine-tuned one takes its new data), and draw from now on which rows leave their own
+        item out of the guess (the net's `neighbours_leave_out`)."""
+        owners = [m for m in map(unwrap, nets) if getattr(m, "neighbours", None) is not None]
+        if not owners or self.data is None:
+            return
+        self.leave_out = owners[0].config.neighbours_leave_out
+        values = torch.cat([self.data.batch(part)[0].float().cpu() for part in torch.arange(len(self.data)).split(1024)])
+        for m in owners:
+            m.neighbours.fill(values)
 
 
 LAYOUT_ROWS = 16  # items per batch row that the layout MLP of a text net is regressed on
@@ -134,15 +155,6 @@ class ImageCondObjective(DiffusionObjective):
     def preview(self, net: nn.Module, dataset) -> torch.Tensor:
         """The training preview: the dataset's own picture of what the net makes of its conditions."""
         return dataset.preview(self.recipe.denoiser(net), device=next(net.parameters()).device)
-
-
-def unwrap(net: nn.Module) -> nn.Module:
-    """The network inside DDP (`.module`) and torch.compile (`._orig_mod`) wrappers."""
-    while True:
-        inner = getattr(net, "module", None) or getattr(net, "_orig_mod", None)
-        if not isinstance(inner, nn.Module):
-            return net
-        net = inner
 
 
 def split(draws: dict[str, torch.Tensor], sl: slice, device) -> dict[str, torch.Tensor]:

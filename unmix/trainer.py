@@ -175,7 +175,7 @@ class Run:
             objective = self._text_objective(stored)
         if objective is None and self.net_config.get("cond_channels"):
             objective = ImageCondObjective(self.recipe, cfg.label_dropout)
-        self.objective = objective or DiffusionObjective(self.recipe, classes, cfg.label_dropout)
+        self.objective = objective or DiffusionObjective(self.recipe, classes, cfg.label_dropout, ds)
 
     def _text_objective(self, stored: ckpt.Checkpoint | None) -> TextDiffusionObjective:
         """Captions -> a bank of cached embeddings from the frozen encoder (the checkpoint's, when continuing)."""

@@ -33,7 +33,8 @@ Layout = choices("Layout", LAYOUTS)
 # flag (parameter name) -> TrainConfig field; "net." fields go into the network config.
 FLAG_TO_FIELD = {"min_snr": "min_snr_gamma", "ema_halflife": "ema_halflife_kimg", "channels": "net.channels",
                  "channel_mult": "net.channel_mult", "blocks": "net.num_res_blocks", "attn": "net.attn_levels",
-                 "dropout": "net.dropout", "patch": "net.patch_size", "layout": "net.layout"}
+                 "dropout": "net.dropout", "patch": "net.patch_size", "layout": "net.layout",
+                 "neighbours": "net.neighbours", "leave_out": "net.neighbours_leave_out"}
 LISTS = ("channel_mult", "attn")
 POSITIVE = dict(min=1)
 
@@ -51,7 +52,7 @@ def train(
     init: str = typer.Option(None, help="Start a new run from this checkpoint's weights (fine-tuning: new data, "
                                         "steps, learning rate...)."),
     latent: bool = typer.Option(False, "--latent", help="Latent diffusion in one command: an autoencoder first "
-                                                        "(into OUT/autoencoder, 30% of --minutes), then the diffusion "
+                                                        "(into OUT/autoencoder, half of --minutes), then the diffusion "
                                                         "on its latents; the checkpoints hold a copy of it."),
     autoencoder: str = typer.Option(None, help="With --latent: use this autoencoder run (unmix train-autoencoder) "
                                                "instead of training one."),
@@ -83,6 +84,12 @@ def train(
     layout: Layout = typer.Option(None, help="--cond text: the prompt's first guess of the picture, retrieved from "
                                              "the training pictures (default; stored in the checkpoint) or an "
                                              "MLP's (learnt, blurrier)."),
+    neighbours: bool = typer.Option(None, "--neighbours/--no-neighbours", help="Give the U-Net the training set's "
+                                    "ideal denoiser as input (default for --latent; stores the training set in the "
+                                    "checkpoint)."),
+    leave_out: float = typer.Option(None, min=0.0, max=1.0, help="--neighbours: share of training rows whose own "
+                                    "picture is hidden from that guess; 0 (default) learns to draw near copies of "
+                                    "training pictures, 1 new pictures (blurrier on a short budget)."),
     channels: int = typer.Option(None, max=4096, **POSITIVE, help="Network width at full resolution."),
     channel_mult: str = typer.Option(None, help="U-Net width multipliers per level, e.g. 1,2,2."),
     blocks: int = typer.Option(None, max=64, **POSITIVE, help="Residual blocks per U-Net level."),

@@ -22,6 +22,9 @@ not scaled by the denoiser's c_in: the preconditioning applies to the noisy inpu
 With layout_size = S > 0 (text nets only) the prompt's pooled vector becomes a first guess of the picture (an
 MLP's, or a softmax-weighted mean of stored training pictures), [in_channels, S, S] resized to the input,
 concatenated to the input channels (unmix.nets.layout).
+
+With neighbours = True the net also takes the training set's ideal denoiser D*(x, sigma) (unmix.nets.neighbours),
+computed from the raw noisy input by the denoiser wrapper and concatenated the same way.
 """
 from __future__ import annotations
 
@@ -36,6 +39,7 @@ from unmix.conditioning import Cond, TextCond
 from unmix.errors import UnmixError
 from unmix.nets.embedding import ConditionEmbedding
 from unmix.nets.layout import KINDS, RetrievalLayout, TextLayout
+from unmix.nets.neighbours import NeighbourGuess
 
 
 @dataclass
@@ -59,6 +63,8 @@ class UNetConfig:
     layout: str = "mlp"  # how the guess is made: "mlp" (learnt) or "retrieval" (from the training set, stored)
     layout_hidden: int = 1024  # the layout MLP's hidden width
     layout_temperature: float = 0.03  # retrieval: softmax temperature over cosine similarities
+    neighbours: bool = False  # the training set's ideal denoiser as extra input channels (unmix.nets.neighbours)
+    neighbours_leave_out: float = 0.0  # share of training rows whose own item is left out of that guess
 
     def __post_init__(self):
         self.channel_mult = tuple(int(m) for m in self.channel_mult)
@@ -88,6 +94,12 @@ class UNetConfig:
         if self.layout not in KINDS or not self.layout_temperature > 0:
             raise UnmixError(f"U-Net needs layout in {KINDS} and layout_temperature > 0, got {self.layout!r}, "
                              f"{self.layout_temperature}")
+        if not 0 <= self.neighbours_leave_out <= 1:
+            raise UnmixError(f"neighbours_leave_out must be in [0, 1], got {self.neighbours_leave_out}")
+        if self.neighbours_leave_out and not self.neighbours:
+            raise UnmixError("neighbours_leave_out is for nets with neighbours=True (the training set's guess)")
+        if self.neighbours and (self.text_dim or self.cond_channels):
+            raise UnmixError("neighbours=True is for unconditional and label nets, not text or image-conditioned ones")
         if self.layout_size and not self.text_dim:
             raise UnmixError("layout_size > 0 needs a text-conditional U-Net (text_dim > 0): the layout is the prompt's")
         bad = [a for a in self.text_levels if not 0 <= a < len(self.channel_mult)]
@@ -204,6 +216,8 @@ class UNet(nn.Module):
         elif cfg.layout_size:
             self.layout = RetrievalLayout(cfg.text_dim, cfg.in_channels, cfg.layout_size, cfg.layout_temperature)
         image_in += cfg.in_channels if cfg.layout_size else 0
+        self.neighbours = NeighbourGuess(cfg.in_channels) if cfg.neighbours else None
+        image_in += cfg.in_channels if cfg.neighbours else 0
         self.conv_in = nn.Conv2d((cfg.in_channels + image_in) * p2, chs[0], 3, padding=1)
         skips = [chs[0]]
         self.down, self.downsample = nn.ModuleList(), nn.ModuleList()
@@ -264,7 +278,9 @@ class UNet(nn.Module):
         plane = present.to(x.dtype)[:, None, None, None].expand(n, 1, h, w)
         return torch.cat([x, torch.where(present[:, None, None, None], cond.nan_to_num(0.0), 0.0), plane], dim=1)
 
-    def forward(self, x: torch.Tensor, c_noise: torch.Tensor, cond: Cond = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, c_noise: torch.Tensor, cond: Cond = None,
+                guess: torch.Tensor | None = None) -> torch.Tensor:
+        """`guess`: the neighbours' guess D*(x, sigma) of a neighbours net (unmix.denoiser.Denoiser passes it)."""
         p = self.config.patch_size
         k = p * 2 ** (self.config.levels - 1)
         if x.ndim != 4 or x.shape[1] != self.config.in_channels or x.shape[2] % k or x.shape[3] % k:
@@ -278,6 +294,11 @@ class UNet(nn.Module):
         if self.layout is not None:
             # detached: the guess is a regression or a retrieval of its own, not bent by the denoising loss
             x = torch.cat([x, self.layout(text.pooled, x.shape[2:]).detach().to(x.dtype)], dim=1)
+        if self.neighbours is not None:
+            if guess is None or guess.shape[0] != x.shape[0] or guess.shape[2:] != x.shape[2:]:
+                raise UnmixError("this U-Net takes the training set's guess of the clean input (guess=, [N, C, H, W] "
+                                 "like x); call it through unmix.denoiser.Denoiser, which computes it")
+            x = torch.cat([x, guess.to(x.dtype)], dim=1)
         emb = self.embed(c_noise, text if text is not None else cond)
         h = self.conv_in(F.pixel_unshuffle(x, p) if p > 1 else x)
         skips = [h]
