@@ -5,6 +5,7 @@ import json
 import pytest
 import torch
 
+from unmix.analytic import FiniteDataset
 from unmix.checkpoint import open_checkpoint
 from unmix.data.dataset import Dataset
 from unmix.errors import UnmixError
@@ -42,6 +43,9 @@ def test_the_guess_is_the_posterior_mean_over_the_stored_items():
     table.fill(items)
     x, sigma = torch.randn(4, 2, 4, 4, generator=g) * 2, torch.tensor([0.5, 2.0, 4.0, 40.0])
     torch.testing.assert_close(table(x, sigma).double(), _by_hand(x, sigma, items), atol=1e-4, rtol=1e-4)
+    # parity with the float64 ideal denoiser of a finite dataset (unmix.analytic, checked there against closed forms)
+    torch.testing.assert_close(table(x, sigma).double(), FiniteDataset(items)(x.double(), sigma.double()),
+                               atol=1e-4, rtol=1e-4)
     # the two limits: the nearest item at low noise, the plain mean at high noise
     near = items[2] + 0.01 * torch.randn(2, 4, 4, generator=g)
     torch.testing.assert_close(table(near[None], torch.tensor([0.05]))[0], items[2], atol=1e-5, rtol=0)
@@ -151,6 +155,8 @@ def test_the_cli_flag_reaches_the_net_and_refuses_text_nets(tmp_path, capsys):
     assert run_app(["train", "--data", "digits", "--neighbours", "--out", str(tmp_path / "on"), *common]) == 0
     assert open_checkpoint(tmp_path / "on").config["net"]["neighbours"] is True
     capsys.readouterr()
+    assert run_app(["info", str(tmp_path / "on")]) == 0
+    assert "privacy      holds its 1797 training items" in capsys.readouterr().out
     assert run_app(["train", "--data", "emoji", "--cond", "text", "--neighbours", "--out", str(tmp_path / "t"),
                     *common]) == 2
     err = capsys.readouterr().err

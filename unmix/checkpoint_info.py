@@ -54,6 +54,9 @@ def describe(path: str | os.PathLike) -> list[str]:
     if cfg["net"].get("num_classes"):
         lines.append(f"classes      {', '.join(map(str, data.get('class_names', [])))} (conditional, label dropout "
                      f"{tr.get('label_dropout')})")
+    if cfg["net"].get("neighbours") or cfg["net"].get("layout") == "retrieval":
+        lines.append(f"privacy      holds its {data.get('size')} training items (the net's retrieval table): sharing "
+                     "the checkpoint shares them")
     if tr:
         lines.append(f"training     batch {tr.get('batch_size')}, lr {tr.get('lr')}, EMA half-life "
                      f"{tr.get('ema_halflife_kimg')}k images, seed {tr.get('seed')}")

@@ -14,6 +14,9 @@ must rebuild it from its noisy copy and the other items. At 1 the guess never co
 learns to generalise from neighbours; at 0 it always does, and the net learns to copy the nearest training item
 (D* is the exact minimiser of the loss on the training set). Sampling uses the whole table.
 
+unmix.analytic.FiniteDataset is the same denoiser in float64 for exact experiments; this one is the net's: float32,
+stored in buffers, with the leave-out.
+
 The table (every training item as the net sees it, float16; latents for a latent model) lives in the net's
 buffers, so it travels with the checkpoint: a checkpoint of such a net holds its training set.
 """
