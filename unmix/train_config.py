@@ -251,5 +251,6 @@ def network_config(cfg: TrainConfig, name: str, shape: tuple[int, ...], num_clas
         raise UnmixError(f"--layout (net layout={cfg.net['layout']!r}) is for text models: add --cond text")
     if cfg.cond == "text" and len(shape) == 3:  # the prompt's first guess of the picture (unmix.nets.layout),
         net.update(layout="retrieval", layout_size=min(32, *shape[1:]))  # from a table of training pictures
+        net.pop("neighbours", None)  # the latent preset's guess is for unconditional and label nets
     net.update(cfg.net)
     return net
