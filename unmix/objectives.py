@@ -59,7 +59,7 @@ class DiffusionObjective:
         owners = [m for m in map(unwrap, nets) if getattr(m, "neighbours", None) is not None]
         if not owners or self.data is None:
             return
-        self.leave_out = owners[0].config.neighbours_leave_out
+        self.leave_out = owners[0].config.neighbours_leave_out or None  # at 0 nothing is drawn or excluded
         values = torch.cat([self.data.batch(part)[0].float().cpu() for part in torch.arange(len(self.data)).split(1024)])
         for m in owners:
             m.neighbours.fill(values)
