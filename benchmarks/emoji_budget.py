@@ -124,14 +124,17 @@ def nearest(x, leave_one_out: bool = False) -> dict:
 
 
 def report() -> None:
-    rows = [json.loads(p.read_text()) for p in sorted(ROOT.glob("*/result.json"))]
-    print("| candidate | flags | parameters | minutes | steps | FD | precision | recall | guided FD / P / R |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    rows = [{**json.loads(p.read_text()), "folder": p.parent.name} for p in sorted(ROOT.glob("*/result.json"))]
+    print("| result folder | flags | parameters | minutes | steps | FD | precision | recall | nearest emoji: median, > 20 dB "
+          "| guided FD / P / R |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         guided = (f"{r['guided_fd']:.1f} / {r['guided_precision']:.2f} / {r['guided_recall']:.2f} (scale {r['guidance']:g})"
                   if "guided_fd" in r else "")
-        print(f"| {r['name']} | `{' '.join(r['flags']) or '(preset)'}` | {r['parameters'] / 1e6:.2f}M | {r['minutes']:g} | "
-              f"{r['steps']} | {r['fd']:.1f} | {r['precision']:.2f} | {r['recall']:.2f} | {guided} |")
+        copies = (f"{r['nearest_psnr_median']:.1f} dB, {r['nearest_over_20db']:.0%}" if "nearest_psnr_median" in r
+                  else "not measured")
+        print(f"| {r['folder']} | `{' '.join(r['flags']) or '(preset)'}` | {r['parameters'] / 1e6:.2f}M | {r['minutes']:g} | "
+              f"{r['steps']} | {r['fd']:.1f} | {r['precision']:.2f} | {r['recall']:.2f} | {copies} | {guided} |")
 
 
 if __name__ == "__main__":

@@ -60,7 +60,7 @@ class DiffusionObjective:
         if not owners or self.data is None:
             return
         self.leave_out = owners[0].config.neighbours_leave_out or None  # at 0 nothing is drawn or excluded
-        values = torch.cat([self.data.batch(part)[0].float().cpu() for part in torch.arange(len(self.data)).split(1024)])
+        values = _every_item(self.data)
         for m in owners:
             m.neighbours.fill(values)
 
@@ -124,11 +124,17 @@ class TextDiffusionObjective(DiffusionObjective):
         strings = torch.as_tensor([0] + [j for j, _ in ids], dtype=torch.long)
         owner = torch.as_tensor([len(self.data)] + [i for _, i in ids], dtype=torch.long)
         size = layouts[0].layout.size
-        values = torch.cat([_resized(self.data.batch(part)[0], size)
-                            for part in torch.arange(len(self.data)).split(1024)])
+        values = _every_item(self.data, size)
         values = torch.cat([values, values.mean(0, keepdim=True)])
         for m in layouts:
             m.layout.fill(self.bank.pooled[strings.to(self.bank.pooled.device)].cpu(), owner, values)
+
+
+def _every_item(data, size: int | None = None) -> torch.Tensor:
+    """Every picture of `data` as float32 on the CPU (area-resized to `size` when given), read 1,024 at a time so a
+    large folder never builds one huge batch."""
+    parts = (data.batch(part)[0] for part in torch.arange(len(data)).split(1024))
+    return torch.cat([x.float().cpu() if size is None else _resized(x, size) for x in parts])
 
 
 def _resized(x: torch.Tensor, size: int) -> torch.Tensor:
