@@ -29,15 +29,22 @@ def emoji_unet():
                        up_block_types=("AttnUpBlock2D", "UpBlock2D", "UpBlock2D"))
 
 
+def ddpm_scheduler():
+    """The example's training noise schedule: 1000 linear steps, epsilon prediction, x0 clipped when sampling."""
+    from diffusers import DDPMScheduler
+
+    return DDPMScheduler(num_train_timesteps=1000, beta_schedule="linear")
+
+
 def train(images: torch.Tensor, minutes: float, seed: int = 0, log=print):
     """(EMA UNet2DModel, steps) after `minutes` of wall clock on images [N, 3, 32, 32] in [-1, 1]."""
-    from diffusers import DDPMScheduler, UNet2DModel
+    from diffusers import UNet2DModel
     from diffusers.optimization import get_constant_schedule_with_warmup
     from diffusers.training_utils import EMAModel
 
     torch.manual_seed(seed)
     unet = emoji_unet()
-    scheduler = DDPMScheduler(num_train_timesteps=1000, beta_schedule="linear")
+    scheduler = ddpm_scheduler()
     opt = torch.optim.AdamW(unet.parameters(), lr=1e-4, betas=(0.95, 0.999), weight_decay=1e-6, eps=1e-8)
     lr = get_constant_schedule_with_warmup(opt, num_warmup_steps=500)
     ema = EMAModel(unet.parameters(), decay=0.9999, use_ema_warmup=True, inv_gamma=1.0, power=3 / 4,
@@ -60,6 +67,14 @@ def train(images: torch.Tensor, minutes: float, seed: int = 0, log=print):
             log(f"diffusers step {step} loss {loss.item():.4f} ({(time.monotonic() - start) / 60:.1f} min)")
     ema.copy_to(unet.parameters())
     return unet.eval(), step
+
+
+def save_pipeline(unet, folder) -> None:
+    """The trained network as the DDPMPipeline folder a diffusers user has (safetensors), so it can be sampled
+    again later, by diffusers or by `unmix sample FOLDER` (which keeps the scheduler's clip_sample)."""
+    from diffusers import DDPMPipeline
+
+    DDPMPipeline(unet=unet, scheduler=ddpm_scheduler()).save_pretrained(folder)
 
 
 @torch.no_grad()

@@ -5,8 +5,9 @@ rival, `unmix train --data emoji --latent`, both stages inside the minutes); eac
 wall clock at one thread through the CLI (as a user would), then measured by FD / precision / recall in the
 emoji feature space (500 samples, iPNDM 32 NFE, seed 0) and sampled as a 64-image grid. The `diffusers`
 candidate is the recipe a diffusers user would write (benchmarks/diffusers_emoji.py), trained and measured the
-same way (DPM-Solver++(2M), 32 network calls). Two candidates train side by side, one per core (the flock
-slots keep heavier jobs out); results go to runs/emoji_budget/NAME-Mmin/:
+same way (DPM-Solver++(2M), 32 network calls) and kept as a DDPMPipeline folder (NAME-Mmin/pipeline/). Two
+candidates train side by side, one per core (the flock slots keep heavier jobs out); results go to
+runs/emoji_budget/NAME-Mmin/:
 
     flock /tmp/unmix-slotA.lock python benchmarks/emoji_budget.py train patch64 --minutes 30
     flock /tmp/unmix-slotB.lock python benchmarks/emoji_budget.py train latent --minutes 30
@@ -54,7 +55,7 @@ def train_diffusers(minutes: float) -> None:
     import torch
 
     torch.set_num_threads(1)
-    from diffusers_emoji import emoji_unet, sample
+    from diffusers_emoji import emoji_unet, sample, save_pipeline
     from diffusers_emoji import train as train_unet
 
     from unmix.api import save_grid
@@ -63,9 +64,10 @@ def train_diffusers(minutes: float) -> None:
 
     ds = load_dataset("emoji")
     unet, steps = train_unet(ds.batch(torch.arange(len(ds)))[0], minutes, log=lambda s: print(s, flush=True))
-    x = sample(unet, 500)
     out = ROOT / f"diffusers-{minutes:g}min"
     out.mkdir(parents=True, exist_ok=True)
+    save_pipeline(unet, out / "pipeline")  # before the long sampling; `unmix sample` reads it (with clip_sample)
+    x = sample(unet, 500)
     save_grid(x[:64], out / "grid.png", nrow=8)
     result = {"name": "diffusers", "run": "benchmarks/diffusers_emoji.py", "flags": [], "minutes": minutes,
               "steps": steps, "images": steps * 16, "parameters": sum(p.numel() for p in emoji_unet().parameters()),
