@@ -3,7 +3,7 @@
 Each unmix candidate is the `unmix train --data emoji` command with some flags (`latent`: the pixel preset's
 rival, `unmix train --data emoji --latent`, both stages inside the minutes); each is trained for --minutes of
 wall clock at one thread through the CLI (as a user would), then measured by FD / precision / recall in the
-emoji feature space (500 samples, iPNDM 32 NFE, seed 0) and sampled as a 64-image grid. The `diffusers`
+emoji feature space (500 samples, the default sampler at 32 NFE, seed 0) and sampled as a 64-image grid. The `diffusers`
 candidate is the recipe a diffusers user would write (benchmarks/diffusers_emoji.py), trained and measured the
 same way (DPM-Solver++(2M), 32 network calls) and kept as a DDPMPipeline folder (NAME-Mmin/pipeline/). Two
 candidates train side by side, one per core (the flock slots keep heavier jobs out); results go to
@@ -55,7 +55,7 @@ def train_diffusers(minutes: float) -> None:
     import torch
 
     torch.set_num_threads(1)
-    from diffusers_emoji import emoji_unet, sample, save_pipeline
+    from diffusers_emoji import sample, save_pipeline
     from diffusers_emoji import train as train_unet
 
     from unmix.api import save_grid
@@ -70,7 +70,7 @@ def train_diffusers(minutes: float) -> None:
     x = sample(unet, 500)
     save_grid(x[:64], out / "grid.png", nrow=8)
     result = {"name": "diffusers", "run": "benchmarks/diffusers_emoji.py", "flags": [], "minutes": minutes,
-              "steps": steps, "images": steps * 16, "parameters": sum(p.numel() for p in emoji_unet().parameters()),
+              "steps": steps, "images": steps * 16, "parameters": sum(p.numel() for p in unet.parameters()),
               **evaluate(x, "emoji", 0), **nearest(x), "data": "emoji", "sampler": "dpmsolver++(2M)", "nfe": 32}
     (out / "result.json").write_text(json.dumps(result, indent=1))
     print(json.dumps(result))
