@@ -12,6 +12,7 @@ runs/emoji_budget/NAME-Mmin/:
     flock /tmp/unmix-slotA.lock python benchmarks/emoji_budget.py train patch64 --minutes 30
     flock /tmp/unmix-slotB.lock python benchmarks/emoji_budget.py train latent --minutes 30
     python benchmarks/emoji_budget.py measure patch64 runs/my-run   # a run trained by hand with those flags
+    python benchmarks/emoji_budget.py resample-diffusers --minutes 30   # its network, unmix's sampler, x0 clipped
     python benchmarks/emoji_budget.py report        # table from runs/emoji_budget/*/result.json
 """
 from __future__ import annotations
@@ -106,6 +107,29 @@ def measure(name: str, run: Path, minutes: float) -> None:
     print(json.dumps(result))
 
 
+def measure_diffusers(minutes: float) -> None:
+    """The diffusers row's saved network sampled by unmix: the default sampler at 32 NFE on the pipeline folder,
+    which keeps the DDPMScheduler's clip_sample (x0 clamped to [-1, 1]), so the row measures the network rather
+    than diffusers' unclipped DPM-Solver++. Written to diffusers-unmix-sampler-Mmin/."""
+    import torch
+
+    torch.set_num_threads(1)
+    from unmix.api import load, save_grid
+    from unmix.metrics.evaluate import evaluate
+    from unmix.samplers import DEFAULT_SAMPLER
+
+    trained = ROOT / f"diffusers-{minutes:g}min"
+    model = load(trained / "pipeline")
+    x = model.sample(500, seed=0, nfe=32)
+    folder = ROOT / f"diffusers-unmix-sampler-{minutes:g}min"
+    folder.mkdir(parents=True, exist_ok=True)
+    save_grid(x[:64], folder / "grid.png", nrow=8)
+    result = {**json.loads((trained / "result.json").read_text()), "run": str(trained / "pipeline"),
+              **evaluate(x, "emoji", 0), **nearest(x), "sampler": f"{DEFAULT_SAMPLER} (unmix, x0 clipped)", "nfe": 32}
+    (folder / "result.json").write_text(json.dumps(result, indent=1))
+    print(json.dumps(result))
+
+
 def nearest(x, leave_one_out: bool = False) -> dict:
     """How close samples [N, 3, 32, 32] come to copying training emoji: the PSNR (pixels in [-1, 1]) to the nearest
     training picture, its median and the shares above 20 and 25 dB. `leave_one_out` (x None): the training emoji
@@ -149,6 +173,8 @@ if __name__ == "__main__":
     m.add_argument("name", choices=sorted(CANDIDATES))
     m.add_argument("run", type=Path)
     m.add_argument("--minutes", type=float, default=30.0)
+    d = sub.add_parser("resample-diffusers", help="sample a saved diffusers row with unmix's sampler (x0 clipped)")
+    d.add_argument("--minutes", type=float, default=30.0)
     sub.add_parser("report")
     sub.add_parser("nearest", help="the reference for the nearest-picture columns: each real emoji against the others")
     args = parser.parse_args()
@@ -156,6 +182,8 @@ if __name__ == "__main__":
         train(args.name, args.minutes)
     elif args.cmd == "measure":
         measure(args.name, args.run, args.minutes)
+    elif args.cmd == "resample-diffusers":
+        measure_diffusers(args.minutes)
     elif args.cmd == "nearest":
         print(json.dumps(nearest(None, leave_one_out=True)))
     else:
