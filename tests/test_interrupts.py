@@ -45,7 +45,7 @@ def interrupt(argv: list[str], after: float, until: str | None = None, err_file:
         err_file = Path(name)
     with open(err_file, "w") as err:
         proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=err, env=ENV, text=True,
-                                start_new_session=True)
+                                start_new_session=True, preexec_fn=terminal_signals)
         try:
             if until is None:
                 time.sleep(after)
@@ -63,11 +63,17 @@ def interrupt(argv: list[str], after: float, until: str | None = None, err_file:
                                      f"{read(err_file)[-2000:]}") from None
         finally:
             if proc.poll() is None:
-                proc.kill()
+                os.killpg(proc.pid, signal.SIGKILL)  # the group: a shell chain's children too
                 proc.wait()
     text = read(err_file)
     err_file.unlink(missing_ok=True)
     return code, text
+
+
+def terminal_signals() -> None:
+    """Ctrl-C as a terminal's foreground job gets it: a test run started in the background (`pytest &` without job
+    control) hands its children SIGINT ignored, and an ignored SIGINT is rightly not acted on."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def read(path: Path) -> str:
