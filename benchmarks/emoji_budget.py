@@ -73,8 +73,7 @@ def train_diffusers(minutes: float) -> None:
     result = {"name": "diffusers", "run": "benchmarks/diffusers_emoji.py", "flags": [], "minutes": minutes,
               "steps": steps, "images": steps * 16, "parameters": sum(p.numel() for p in unet.parameters()),
               **evaluate(x, "emoji", 0), **nearest(x), "data": "emoji", "sampler": "dpmsolver++(2M)", "nfe": 32}
-    (out / "result.json").write_text(json.dumps(result, indent=1))
-    print(json.dumps(result))
+    write_result(out, result)
 
 
 def measure(name: str, run: Path, minutes: float) -> None:
@@ -103,11 +102,10 @@ def measure(name: str, run: Path, minutes: float) -> None:
         pick = labels[torch.randint(len(labels), (500,), generator=torch.Generator().manual_seed(0))]
         guided = evaluate(model.sample(500, seed=0, nfe=32, labels=pick, guidance=GUIDANCE), "emoji", 0)
         result.update({f"guided_{k}": v for k, v in guided.items()}, guidance=GUIDANCE)
-    (folder / "result.json").write_text(json.dumps(result, indent=1))
-    print(json.dumps(result))
+    write_result(folder, result)
 
 
-def measure_diffusers(minutes: float) -> None:
+def resample_diffusers(minutes: float) -> None:
     """The diffusers row's saved network sampled by unmix: the default sampler at 32 NFE on the pipeline folder,
     which keeps the DDPMScheduler's clip_sample (x0 clamped to [-1, 1]), so the row measures the network rather
     than diffusers' unclipped DPM-Solver++. Written to diffusers-unmix-sampler-Mmin/."""
@@ -126,6 +124,11 @@ def measure_diffusers(minutes: float) -> None:
     save_grid(x[:64], folder / "grid.png", nrow=8)
     result = {**json.loads((trained / "result.json").read_text()), "run": str(trained / "pipeline"),
               **evaluate(x, "emoji", 0), **nearest(x), "sampler": f"{DEFAULT_SAMPLER} (unmix, x0 clipped)", "nfe": 32}
+    write_result(folder, result)
+
+
+def write_result(folder: Path, result: dict) -> None:
+    """The row's result.json (what `report` reads), also printed."""
     (folder / "result.json").write_text(json.dumps(result, indent=1))
     print(json.dumps(result))
 
@@ -183,7 +186,7 @@ if __name__ == "__main__":
     elif args.cmd == "measure":
         measure(args.name, args.run, args.minutes)
     elif args.cmd == "resample-diffusers":
-        measure_diffusers(args.minutes)
+        resample_diffusers(args.minutes)
     elif args.cmd == "nearest":
         print(json.dumps(nearest(None, leave_one_out=True)))
     else:
