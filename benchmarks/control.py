@@ -183,7 +183,7 @@ def classify(x: torch.Tensor) -> torch.Tensor:
 
 def cmd_classes(args) -> None:
     """Class accuracy and FD of the class-conditional model per guidance scale, and unconditional."""
-    from unmix.metrics.evaluate import evaluate
+    from unmix.metrics.quality import evaluate
 
     model = load_model(args)
     n = args.n

@@ -3,10 +3,10 @@
 The model: the diffusers recipe of benchmarks/time_to_quality.py (UNet2DModel of 1.71 M parameters,
 DDPMScheduler with 1000 linear steps, eps prediction, AdamW with warm-up and cosine decay, EMA, batch 64),
 trained for --steps optimizer steps at one thread and saved with DDPMPipeline.save_pretrained, i.e. the
-folder a diffusers user has. unmix reads that folder with unmix.diffusers_folder (clip_sample from its
+folder a diffusers user has. unmix reads that folder with unmix.adapters.diffusers_folder (clip_sample from its
 scheduler config, as DDPMPipeline does; rows marked "no clip" switch it off, as DPMSolverMultistepScheduler
 has no clipping) and samples it at NFE 10 and 20; diffusers samples the same network with its DDPM at
-1000 steps and DPM-Solver++(2M) at 20 (and 10). FD etc. from unmix.metrics.evaluate against all 1,797 digits.
+1000 steps and DPM-Solver++(2M) at 20 (and 10). FD etc. from unmix.metrics.quality against all 1,797 digits.
 
     flock /tmp/unmix-heavy.lock python benchmarks/diffusers_digits.py train      # repeat until it saves the folder
     flock /tmp/unmix-heavy.lock python benchmarks/diffusers_digits.py sample     # repeat until done
@@ -35,11 +35,11 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from time_to_quality import DiffusersRecipe, diffusers_sample, machine  # noqa: E402
 
-from unmix.checkpoint import flatten_state, unflatten_state  # noqa: E402
+from unmix.adapters.diffusers_folder import read_diffusers_folder  # noqa: E402
 from unmix.data import load_dataset  # noqa: E402
-from unmix.diffusers_folder import read_diffusers_folder  # noqa: E402
 from unmix.metrics import evaluate  # noqa: E402
 from unmix.model import Model  # noqa: E402
+from unmix.store.checkpoint import flatten_state, unflatten_state  # noqa: E402
 
 # row name -> (library, sampler, NFE, unmix schedule overrides)
 ROWS = {
@@ -58,7 +58,7 @@ ROWS = {
 
 
 def _save_state(path: Path, recipe: DiffusersRecipe, order: torch.Tensor, pos: int, step: int, cpu: float) -> None:
-    """The whole training state as safetensors + a JSON skeleton (unmix.checkpoint's format: nothing pickled)."""
+    """The whole training state as safetensors + a JSON skeleton (unmix.store.checkpoint's format: nothing pickled)."""
     from safetensors.torch import save_file
 
     state = {"unet": recipe.unet.state_dict(), "ema": recipe.ema.state_dict(), "opt": recipe.opt.state_dict(),

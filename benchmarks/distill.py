@@ -1,5 +1,5 @@
 """Distilled students next to their teacher, side by side in one run: FD / precision / recall in the data's
-feature space (unmix.metrics.evaluate), images per second, and what the distillation cost.
+feature space (unmix.metrics.quality), images per second, and what the distillation cost.
 
 Digits (progressive distillation 16 -> 8 -> 4 -> 2 -> 1 Euler steps, one bounded round per call):
 
@@ -17,7 +17,7 @@ Emoji (a latent model; the students come from the CLI, two rounds per call):
         runs/emoji_latent-1 --out runs/distill_emoji --threads 2
 
 Digits round r distils the previous round's model (runs/distill_digits/nfe-2K) into runs/distill_digits/nfe-K
-with `unmix.distill.distill` (the library call behind `unmix distill`); the first round's teacher is the trained
+with `unmix.apps.distill.distill` (the library call behind `unmix distill`); the first round's teacher is the trained
 model stepped by EDM's Heun sampler on 16 steps (31 NFE). The teacher is sampled by the default sampler at 1-32 NFE
 (and at 32 NFE with three seed ranges, whose spread is the evaluator's seed-to-seed noise), each student at its own
 step count. A round's cost is its CPU minutes where the train stage recorded them, else its wall minutes (1 thread).
@@ -34,8 +34,8 @@ from pathlib import Path
 
 import torch
 
-from unmix.distill import DONE, DistillSettings, distill
-from unmix.metrics.evaluate import evaluate
+from unmix.apps.distill import DONE, DistillSettings, distill
+from unmix.metrics.quality import evaluate
 from unmix.model import load
 
 CHAIN = (8, 4, 2, 1)

@@ -61,7 +61,7 @@ def train_diffusers(minutes: float) -> None:
 
     from unmix.api import save_grid
     from unmix.data import load_dataset
-    from unmix.metrics.evaluate import evaluate
+    from unmix.metrics.quality import evaluate
 
     ds = load_dataset("emoji")
     unet, steps = train_unet(ds.batch(torch.arange(len(ds)))[0], minutes, log=lambda s: print(s, flush=True))
@@ -82,10 +82,10 @@ def measure(name: str, run: Path, minutes: float) -> None:
 
     torch.set_num_threads(1)
     from unmix.api import load, save_grid
-    from unmix.checkpoint import open_checkpoint
     from unmix.data import load_dataset
-    from unmix.metrics.evaluate import evaluate
+    from unmix.metrics.quality import evaluate
     from unmix.samplers import DEFAULT_SAMPLER
+    from unmix.store.checkpoint import open_checkpoint
 
     model = load(run)  # a run folder loads its latest checkpoint
     stored = open_checkpoint(model.checkpoint)  # config only: the weights are already loaded
@@ -113,7 +113,7 @@ def resample_diffusers(minutes: float) -> None:
 
     torch.set_num_threads(1)
     from unmix.api import load, save_grid
-    from unmix.metrics.evaluate import evaluate
+    from unmix.metrics.quality import evaluate
     from unmix.samplers import DEFAULT_SAMPLER
 
     trained = ROOT / f"diffusers-{minutes:g}min"

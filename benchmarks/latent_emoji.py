@@ -2,7 +2,7 @@
 the same minutes; measured like the pixel preset (FD / precision / recall in the emoji feature space, 500
 samples, iPNDM 32 NFE, seeds 0..499).
 
-Both stages run through the library's own training step (unmix.trainer.train_step: AdamW with warm-up, clipping,
+Both stages run through the library's own training step (unmix.training.trainer.train_step: AdamW with warm-up, clipping,
 EMA) with the objectives the trainer uses (unmix.latent.AutoencoderObjective, then the EDM denoising loss on the
 scaled latents); this file only decides the recipe and when to stop. The clock is this process's CPU time at one
 thread (`--clock wall` for wall-clock), so that runs on a shared machine are comparable with each other:
@@ -35,19 +35,19 @@ from safetensors.torch import load as load_tensors
 from unmix.data import Dataset, load_dataset
 from unmix.data.images import make_grid
 from unmix.distributed import Dist
-from unmix.fsutil import save_safetensors
 from unmix.inpaint import holdout_split
 from unmix.latent import AutoencoderObjective, decode_latents, encode_images, latent_scale, reconstruction_metrics
 from unmix.losses import Recipe
-from unmix.metrics.evaluate import evaluate
+from unmix.metrics.quality import evaluate
 from unmix.model import Model
 from unmix.nets import build_net, net_config
-from unmix.objectives import DiffusionObjective
 from unmix.rng import generators_from_seeds
 from unmix.samplers import sample
-from unmix.train_config import TrainConfig
-from unmix.train_log import StepStats
-from unmix.trainer import TrainState, train_step
+from unmix.store.files import save_safetensors
+from unmix.training.config import TrainConfig
+from unmix.training.log import StepStats
+from unmix.training.objectives import DiffusionObjective
+from unmix.training.trainer import TrainState, train_step
 
 ROOT = Path("runs/latent_emoji")
 SAMPLER = "ipndm"  # as the pixel preset's row in the README (iPNDM, 32 NFE)

@@ -5,12 +5,12 @@ per image against the white-background truth, PSNR / SSIM and the IoU of the bin
 
   grabcut       OpenCV GrabCut (Rother et al. 2004) with no user input: the rectangle is the whole frame less a
                 1-px border, 5 iterations; its foreground (sure + probable) is kept, the rest turned white
-  grabcut-feathered  the same with the one-pixel soft edge that unmix's refined alpha gets (unmix.product.feather):
+  grabcut-feathered  the same with the one-pixel soft edge that unmix's refined alpha gets (unmix.apps.product.feather):
                 the control that tells the model's share of a gain from the feathering's
   grabcut-box   the same given the true product box (what a user drawing a rectangle gives it)
   true-mask     the photo composited on white through the true binary mask (alpha > 0.5): the ceiling of any
                 method that selects pixels rather than repaint them (edge pixels keep their background blend)
-  unmix-...     a product model of `unmix train --data product` through the library's job (unmix.product.alpha:
+  unmix-...     a product model of `unmix train --data product` through the library's job (unmix.apps.product.alpha:
                 GrabCut, then the model's alpha, refined by GrabCut seeded with it and feathered, the photo composited
                 on white through it), per method; -unrefined: the model's own soft alpha
 
@@ -52,11 +52,11 @@ from pathlib import Path
 
 import torch
 
+from unmix.apps.product import feather
+from unmix.data.grabcut import grabcut_mask
 from unmix.data.products import LEVELS, ProductTriples
 from unmix.errors import UnmixError
-from unmix.grabcut import grabcut_mask
 from unmix.metrics.product import composite_on_white, mask_iou, psnr, ssim
-from unmix.product import feather
 
 
 def _row(pred: torch.Tensor, masks: torch.Tensor, t, ms: float) -> dict[str, float]:
@@ -83,13 +83,13 @@ def measure(level: str, n: int, size: int, split: str, seed: int) -> dict[str, d
 
 
 def model_rows(folder: Path, level: str, n: int, split: str, seed: int, methods, guidances, nfe: int):
-    """A product model's *clean* (unmix.product.alpha, then on_white) on the same triples, per method and
+    """A product model's *clean* (unmix.apps.product.alpha, then on_white) on the same triples, per method and
     guidance scale (None: plain conditional), each image through the library call as a user's photo would go."""
     import functools
 
     import unmix
+    from unmix.apps.product import alpha, check_product_model, on_white
     from unmix.guidance import ClassifierFreeGuidance
-    from unmix.product import alpha, check_product_model, on_white
 
     model = unmix.load(folder)
     check_product_model(model)
@@ -118,8 +118,8 @@ def pictures(folder: Path, out: Path, n: int = 8, seed: int = 0, backdrop: Path 
     import skimage.data
 
     import unmix
+    from unmix.apps.product import check_product_model, fit, run_job
     from unmix.data.images import make_grid, save_png, to_pil
-    from unmix.product import check_product_model, fit, run_job
     from unmix.show import row
 
     model = unmix.load(folder)

@@ -15,7 +15,7 @@ from unmix.data.products import ProductTriples, _scaled_glyph, paste
 from unmix.errors import UnmixError
 from unmix.metrics.product import psnr
 
-SQUARE_BORDER = 0.25  # unmix.product.square_photo's default
+SQUARE_BORDER = 0.25  # unmix.apps.product.square_photo's default
 REFERENCE_PHOTOS = 1000
 
 
@@ -53,7 +53,7 @@ def _whole_on_white(product: int, box, size: int, side: int, offset: int) -> tup
 
 
 def square_rows(model, n: int, split: str, seed: int) -> dict[str, dict[str, float]]:
-    from unmix.product import alpha, on_white, outpaint_frame
+    from unmix.apps.product import alpha, on_white, outpaint_frame
 
     size = model.shape[-1]
     t = _cut_items(split, seed, size, n)
@@ -91,9 +91,9 @@ def _edge_error(result: torch.Tensor, mask: torch.Tensor, white: torch.Tensor) -
 
 
 def scene_rows(model, n: int, split: str, seed: int, backdrop=None) -> dict[str, dict[str, float]]:
+    from unmix.apps.product import alpha, product_mask, scene
     from unmix.data.images import save_png, to_pil
-    from unmix.metrics.evaluate import evaluate
-    from unmix.product import alpha, product_mask, scene
+    from unmix.metrics.quality import evaluate
 
     size = model.shape[-1]
     t = ProductTriples(size, "clutter", split, seed=seed).triples(range(n))
@@ -142,7 +142,7 @@ def scene_rows(model, n: int, split: str, seed: int, backdrop=None) -> dict[str,
 
 def jobs(folder: Path, n: int, split: str, seed: int, out: Path | None, backdrop: Path | None = None) -> None:
     import unmix
-    from unmix.product import check_backdrop_model, check_product_model
+    from unmix.apps.product import check_backdrop_model, check_product_model
 
     model = unmix.load(folder)
     check_product_model(model)

@@ -44,11 +44,11 @@ from unmix.train import TrainConfig, Trainer
 
 from unmix.analytic import GaussianMixture
 from unmix.api import load
-from unmix.checkpoint import list_checkpoints, open_checkpoint
 from unmix.data import Dataset
 from unmix.data.toys import NOISE, load_toy
 from unmix.likelihood import ode_log_likelihood
 from unmix.metrics.toys import toy_mixture
+from unmix.store.checkpoint import list_checkpoints, open_checkpoint
 
 PAPER_K, PAPER_GAIN = 2.35, 6.45  # bits, Sohl-Dickstein et al. 2015, table 1 (swiss roll)
 LN2 = math.log(2)

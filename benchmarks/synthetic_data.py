@@ -5,11 +5,11 @@ Design (fixed before any result was seen):
   images. Held-out images are used for nothing but the final accuracy (the generator never sees them).
 - Labels: for each seed, k = 5, 10, 20 labelled images per class are drawn from the training split; the
   rest of the training split is kept UNLABELLED (semi-supervised setting).
-- Generator: one class-conditional unmix model per (k, seed), trained through the library (unmix.trainer)
+- Generator: one class-conditional unmix model per (k, seed), trained through the library (unmix.training.trainer)
   on the whole training split, the unlabelled images carrying the "no label" class (what label dropout
   uses, so they teach the model digits without a class) and the labelled images repeated so they make up
   about a quarter of the draws. A 16-channel digits U-Net, STEPS steps of batch 128.
-- Synthetic data: unmix.synth.synthesize, PER_CLASS images per class at guidance 1.5 (unmix's default)
+- Synthetic data: unmix.apps.synth.synthesize, PER_CLASS images per class at guidance 1.5 (unmix's default)
   and 3, default sampler and NFE.
 - Classifiers: scikit-learn SVC (RBF, C=10, gamma="scale") and logistic regression (C=1), on raw pixels,
   hyper-parameters fixed a priori. Arms on the same k real images per seed:
@@ -41,13 +41,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from unmix import checkpoint as ckpt
+from unmix.apps.synth import labelled_tensors, synthesize
 from unmix.data import Dataset
 from unmix.data.digits import load_digits
 from unmix.model import load
-from unmix.synth import labelled_tensors, synthesize
-from unmix.train_config import TrainConfig
-from unmix.trainer import resume, start
+from unmix.store import checkpoint as ckpt
+from unmix.training.config import TrainConfig
+from unmix.training.trainer import resume, start
 
 KS = (5, 10, 20)
 SEEDS = 3

@@ -25,10 +25,10 @@ from PIL import Image, ImageDraw
 
 import unmix
 from unmix.data.images import to_pil
-from unmix.fsutil import write_text
 from unmix.latent import decode_latents
 from unmix.metrics.identity import emoji_identity, gaussian_blur
 from unmix.metrics.prompts import format_adherence, normalize, prompt_adherence
+from unmix.store.files import write_text
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"
 RESULTS = DOCS / "text_results.json"

@@ -114,7 +114,7 @@ def diffusers_sample(unet, kind: str, steps: int, n: int, seed: int = 0, batch: 
 def train_unmix(args) -> None:
     from unmix.train import TrainConfig, Trainer
 
-    from unmix.checkpoint import list_checkpoints
+    from unmix.store.checkpoint import list_checkpoints
 
     out = Path(args.work) / "unmix"
     cfg = TrainConfig(data="digits", steps=max(args.steps), out=str(out), threads=args.threads,

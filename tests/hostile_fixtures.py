@@ -32,8 +32,8 @@ _CACHE: dict[str, Path] = {}
 
 def tiny_run(root: Path, name: str = "run", cond: str = "none", steps: int = 2) -> Path:
     """A few training steps of a tiny U-Net on digits, through the library's own trainer (no CLI)."""
-    from unmix import trainer
-    from unmix.train_config import TrainConfig
+    from unmix.training import trainer
+    from unmix.training.config import TrainConfig
 
     out = root / name
     cfg = TrainConfig(data="digits", out=str(out), steps=steps, batch_size=8, lr=1e-3, warmup_steps=1, cond=cond,

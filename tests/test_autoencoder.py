@@ -9,9 +9,9 @@ from unmix.distributed import Dist
 from unmix.errors import UnmixError
 from unmix.latent import AutoencoderObjective, encode_images, gradient_difference, latent_scale, reconstruction_metrics
 from unmix.nets import build_net, net_config
-from unmix.train_config import TrainConfig
-from unmix.train_log import StepStats
-from unmix.trainer import TrainState, train_step
+from unmix.training.config import TrainConfig
+from unmix.training.log import StepStats
+from unmix.training.trainer import TrainState, train_step
 
 TINY = dict(kind="autoencoder", channels=8, channel_mult=[1, 2, 2], latent_channels=3, groups=4, image_size=16)
 

@@ -4,8 +4,8 @@ import pickle
 import pytest
 import torch
 
-from unmix import checkpoint as ckpt
 from unmix.errors import UnmixError
+from unmix.store import checkpoint as ckpt
 
 torch.set_num_threads(1)
 

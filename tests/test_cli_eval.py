@@ -25,8 +25,8 @@ def cache(tmp_path_factory):
 
 
 def _train(out, data, recipe, net):
-    from unmix.train_config import TrainConfig
-    from unmix.trainer import start
+    from unmix.training.config import TrainConfig
+    from unmix.training.trainer import start
 
     cfg = TrainConfig(data=data, recipe=recipe, steps=1, out=str(out), threads=1, net=net, sample_every=10**6,
                       checkpoint_every=10**6, log_every=10**6, warmup_steps=1)

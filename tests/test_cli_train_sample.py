@@ -187,7 +187,7 @@ def test_sigterm_saves_a_checkpoint_and_exits_cleanly(tmp_path):
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 128 + signal.SIGTERM, err
     assert "continue with: unmix train --out" in err and "Traceback" not in err
-    from unmix.checkpoint import open_checkpoint
+    from unmix.store.checkpoint import open_checkpoint
 
     c = open_checkpoint(out)
     assert c.step >= 5

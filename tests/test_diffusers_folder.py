@@ -12,8 +12,8 @@ import torch
 
 import unmix
 import unmix.cli.commands  # noqa: F401  (registers the commands)
+from unmix.adapters.diffusers_folder import is_diffusers_folder, parse_schedule, read_diffusers_folder
 from unmix.cli.app import run_app
-from unmix.diffusers_folder import is_diffusers_folder, parse_schedule, read_diffusers_folder
 from unmix.errors import UnmixError
 from unmix.guidance import ClassifierFreeGuidance
 from unmix.samplers import sample

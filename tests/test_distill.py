@@ -5,9 +5,7 @@ import pytest
 import torch
 
 from unmix.analytic import FiniteDataset, ring_of_gaussians
-from unmix.cli.distill_cmd import distill_command  # noqa: F401  (the CLI module imports cleanly)
-from unmix.data import Dataset
-from unmix.distill import (
+from unmix.apps.distill import (
     DONE,
     DistillSettings,
     distill,
@@ -17,12 +15,14 @@ from unmix.distill import (
     rounds_of,
     two_step_target,
 )
+from unmix.cli.distill_cmd import distill_command  # noqa: F401  (the CLI module imports cleanly)
+from unmix.data import Dataset
 from unmix.errors import UnmixError
 from unmix.losses import Recipe
 from unmix.model import load
 from unmix.samplers import default_sigmas, sample_euler, sample_heun
-from unmix.train_config import TrainConfig
-from unmix.trainer import start
+from unmix.training.config import TrainConfig
+from unmix.training.trainer import start
 
 torch.set_num_threads(1)
 F64 = torch.float64

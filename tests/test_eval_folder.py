@@ -15,9 +15,9 @@ from PIL import Image, ImageDraw
 from unmix.data.digits import digits_images
 from unmix.data.folder import load_folder
 from unmix.errors import UnmixError
-from unmix.fsutil import read_metadata
 from unmix.metrics import evaluate, features
 from unmix.metrics.cache import metrics_dir
+from unmix.store.files import read_metadata
 
 torch.set_num_threads(1)
 N = 300  # images in each folder, and in each held-out set

@@ -1,14 +1,14 @@
-"""unmix.grabcut: the classical coarse mask product models are conditioned on, and the product preset's sizes."""
+"""unmix.data.grabcut: the classical coarse mask product models are conditioned on, and the product preset's sizes."""
 import sys
 
 import pytest
 import torch
 import torch.nn.functional as F
 
+from unmix.apps.product import feather
+from unmix.data.grabcut import grabcut_mask, grabcut_refine, with_grabcut
 from unmix.errors import UnmixError
-from unmix.grabcut import grabcut_mask, grabcut_refine, with_grabcut
-from unmix.product import feather
-from unmix.train_config import TrainConfig, fill_defaults, network_config
+from unmix.training.config import TrainConfig, fill_defaults, network_config
 
 
 def _disc_photo(size=32, radius=9.0):

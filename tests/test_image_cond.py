@@ -4,14 +4,14 @@ import math
 import pytest
 import torch
 
-from unmix import product
+from unmix.apps import product
 from unmix.errors import UnmixError
 from unmix.guidance import ClassifierFreeGuidance, steer
 from unmix.losses import Recipe
 from unmix.nets import build_net, net_config
 from unmix.nets.unet import UNet, UNetConfig
-from unmix.objectives import ImageCondObjective
 from unmix.samplers import sample
+from unmix.training.objectives import ImageCondObjective
 
 TINY = dict(channels=16, channel_mult=(1, 2), num_res_blocks=1, attn_levels=(), groups=8)
 
@@ -149,7 +149,7 @@ def test_guidance_on_the_image_condition(trained):
     assert (y - target[1]).pow(2).mean() < 0.05
 
 
-# --- the product job as a library call (unmix.product) ----------------------------------------------------------
+# --- the product job as a library call (unmix.apps.product) ----------------------------------------------------------
 
 def test_letterbox_round_trip_and_replicated_padding():
     g = torch.Generator().manual_seed(0)

@@ -66,5 +66,5 @@ def test_nothing_below_the_application_layer_imports_it():
 def test_the_walk_sees_real_imports():
     """Guards the two tests above against passing vacuously."""
     graph = _graph()
-    assert "unmix.model" in graph["unmix.trainer"] and "unmix.trainer" in graph["unmix.api"]
+    assert "unmix.model" in graph["unmix.training.trainer"] and "unmix.training.trainer" in graph["unmix.api"]
     assert any(_is_top(d) for d in graph["unmix.cli.sample_cmd"])

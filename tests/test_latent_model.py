@@ -12,8 +12,6 @@ import unmix.cli.distill_cmd  # noqa: F401  (registers the commands)
 import unmix.cli.latent_cmd  # noqa: F401
 import unmix.cli.sample_cmd  # noqa: F401
 import unmix.cli.train_cmd  # noqa: F401
-from unmix import checkpoint as ckpt
-from unmix import trainer
 from unmix.cli.app import run_app
 from unmix.data import Dataset
 from unmix.errors import UnmixError
@@ -23,6 +21,8 @@ from unmix.model import Model, load
 from unmix.nets import build_net
 from unmix.rng import generators_from_seeds
 from unmix.samplers import sample
+from unmix.store import checkpoint as ckpt
+from unmix.training import trainer
 
 AE = dict(kind="autoencoder", channels=8, channel_mult=[1, 2, 2], latent_channels=4, groups=4, image_size=16,
           latent_scale=0.8)

@@ -12,8 +12,8 @@ torch.set_num_threads(1)
 
 @pytest.mark.slow
 def test_vlb_bits_per_dim_on_digits_is_finite_and_below_the_uniform_baseline(tmp_path):
-    from unmix.train_config import TrainConfig
-    from unmix.trainer import start
+    from unmix.training.config import TrainConfig
+    from unmix.training.trainer import start
 
     cfg = TrainConfig(data="digits", recipe="ddpm", steps=600, out=str(tmp_path / "run"), threads=1,
                       net=dict(channels=16), sample_every=10**6, checkpoint_every=10**6, log_every=100)

@@ -6,10 +6,10 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file
 
-from unmix import fsutil
 from unmix.errors import UnmixError
-from unmix.fsutil import cache_dir, read_metadata
 from unmix.metrics import evaluate, features, frechet_distance, kid, precision_recall
+from unmix.store import files as fsutil
+from unmix.store.files import cache_dir, read_metadata
 
 torch.set_num_threads(1)
 
@@ -169,7 +169,7 @@ def test_nhw_and_nchw_samples_agree_and_npy_loads(tmp_path, digits):
     x = digits.images[:200]
     path = tmp_path / "s.npy"
     np.save(path, x.squeeze(1).numpy())
-    from unmix.metrics.evaluate import load_samples
+    from unmix.metrics.quality import load_samples
 
     assert evaluate(load_samples(path)) == evaluate(x)
 

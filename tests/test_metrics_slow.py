@@ -3,8 +3,8 @@ import pytest
 import torch
 from test_eval_folder import _blurred  # Gaussian blur of std s pixels per channel, edges repeated
 
-from unmix.fsutil import read_metadata
 from unmix.metrics import evaluate, features
+from unmix.store.files import read_metadata
 
 torch.set_num_threads(1)
 

@@ -6,15 +6,15 @@ import pytest
 import torch
 
 from unmix.analytic import FiniteDataset
-from unmix.checkpoint import open_checkpoint
 from unmix.data.dataset import Dataset
 from unmix.errors import UnmixError
 from unmix.losses import Recipe
 from unmix.nets import UNet, UNetConfig
 from unmix.nets.neighbours import NeighbourGuess
-from unmix.objectives import DiffusionObjective
-from unmix.train_config import TrainConfig
-from unmix.trainer import resume, start
+from unmix.store.checkpoint import open_checkpoint
+from unmix.training.config import TrainConfig
+from unmix.training.objectives import DiffusionObjective
+from unmix.training.trainer import resume, start
 
 torch.set_num_threads(1)
 TINY = dict(in_channels=2, channels=8, channel_mult=(1, 2), num_res_blocks=1, attn_levels=(), head_channels=8)

@@ -12,14 +12,14 @@ from PIL import Image
 
 import unmix
 import unmix.cli.commands  # noqa: F401  (registers every command)
-from unmix import product
-from unmix.checkpoint import open_checkpoint
+from unmix.apps import product
 from unmix.cli.app import run_app
 from unmix.data.products import ProductTriples
 from unmix.errors import UnmixError
-from unmix.objectives import ImageCondObjective
-from unmix.train_config import TrainConfig
-from unmix.trainer import resume, start
+from unmix.store.checkpoint import open_checkpoint
+from unmix.training.config import TrainConfig
+from unmix.training.objectives import ImageCondObjective
+from unmix.training.trainer import resume, start
 
 TINY = {"channels": 8, "channel_mult": [1, 2], "attn_levels": [], "patch_size": 2}
 

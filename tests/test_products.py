@@ -7,8 +7,8 @@ import torch
 from PIL import Image
 
 from unmix.data import products as P
+from unmix.data.grabcut import grabcut_mask
 from unmix.errors import UnmixError
-from unmix.grabcut import grabcut_mask
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 

@@ -16,7 +16,7 @@ import pytest
 from hostile_fixtures import ENV, TINY_FLAGS, assert_one_error, cli, visible_lines
 
 from unmix.errors import UnmixError
-from unmix.runlock import LOCK_NAME, RunLock, ensure_free
+from unmix.training.runlock import LOCK_NAME, RunLock, ensure_free
 
 # Batches of 128 make each step of the tiny U-Net slow enough (about a tenth of a second) that the second attempts
 # land while the first run trains.

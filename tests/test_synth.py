@@ -5,6 +5,7 @@ import pytest
 import torch
 
 import unmix
+from unmix.apps.synth import labelled_tensors, read_labels, synthesize
 from unmix.cli.app import run_app
 from unmix.data.folder import load_folder
 from unmix.data.images import to_uint8
@@ -12,7 +13,6 @@ from unmix.errors import UnmixError
 from unmix.losses import Recipe
 from unmix.model import Model
 from unmix.nets import build_net
-from unmix.synth import labelled_tensors, read_labels, synthesize
 
 torch.set_num_threads(1)
 TINY = {"channels": 8, "channel_mult": [1, 2], "num_res_blocks": 1, "attn_levels": [1]}

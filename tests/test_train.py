@@ -4,13 +4,13 @@ import math
 import pytest
 import torch
 
-from unmix import checkpoint as ckpt
 from unmix.data import Dataset, load_dataset
 from unmix.errors import UnmixError
 from unmix.losses import Recipe
 from unmix.model import load
-from unmix.train_config import TrainConfig
-from unmix.trainer import resume, start
+from unmix.store import checkpoint as ckpt
+from unmix.training.config import TrainConfig
+from unmix.training.trainer import resume, start
 
 torch.set_num_threads(1)
 TINY_UNET = {"channels": 8, "channel_mult": [1, 2], "num_res_blocks": 1, "attn_levels": [1]}

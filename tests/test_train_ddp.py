@@ -11,8 +11,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from unmix.train_config import TrainConfig
-from unmix.trainer import start
+from unmix.training.config import TrainConfig
+from unmix.training.trainer import start
 
 torch.set_num_threads(1)
 CONFIG = dict(data="digits", steps=4, batch_size=8, threads=1, log_every=2, checkpoint_every=4, sample_every=10**6,
@@ -22,8 +22,8 @@ SCRIPT = textwrap.dedent(
     import sys
     import torch.distributed as dist
     from safetensors.torch import save_file
-    from unmix.train_config import TrainConfig
-    from unmix.trainer import start
+    from unmix.training.config import TrainConfig
+    from unmix.training.trainer import start
 
     t = start(TrainConfig(out=sys.argv[1], **{config!r}))
     t.train(progress=False)

@@ -532,8 +532,8 @@ def test_browser_edit_and_a_bad_upload(page, artefacts, tmp_path):
 def product_server(run_dir):
     """`unmix serve` over ./runs holding the digits model, a tiny product model (3 training steps) and a tiny model
     of backgrounds (2 steps) to draw scenes."""
-    from unmix.train_config import TrainConfig
-    from unmix.trainer import start
+    from unmix.training.config import TrainConfig
+    from unmix.training.trainer import start
 
     runs = run_dir.parent
     tiny = {"channels": 8, "channel_mult": [1, 2], "attn_levels": [], "patch_size": 2}
@@ -588,7 +588,7 @@ def test_product_tab_scene_keeps_the_product_pixels_and_square_is_square(product
     import torch
 
     import unmix
-    from unmix import product
+    from unmix.apps import product
 
     photo = _photo_jpeg()
     ev = product_server.events("/api/product/run?model=product&job=scene&find=sample&nfe=4&seed=0", photo)

@@ -15,25 +15,25 @@ from pathlib import Path
 
 import torch
 
-from unmix import trainer
 from unmix.data import load_dataset
 from unmix.data.images import load_image_for, pil_to_array, read_image, render_batch, resize_crop, save_png
 from unmix.data.toys import load_toy
 from unmix.errors import UnmixError
 from unmix.likelihood import METHODS, data_levels, ode_bits_per_dim, toy_nll, uniform_bits_per_dim, vlb_bits_per_dim
-from unmix.metrics.evaluate import check_count, check_data
-from unmix.metrics.evaluate import evaluate as evaluate_samples
 from unmix.metrics.prompts import prompt_adherence
+from unmix.metrics.quality import check_count, check_data
+from unmix.metrics.quality import evaluate as evaluate_samples
 from unmix.metrics.toys import TOYS
 from unmix.model import Model, load
 from unmix.samplers import DEFAULT_SAMPLER, get_sampler
 from unmix.samplers import sample as samplers_sample
 from unmix.show import forward_gif, forward_strip
-from unmix.train_config import TrainConfig, default_out
+from unmix.training import trainer
+from unmix.training.config import TrainConfig, default_out
 
 
 def train(data: str = "digits", resume: bool = False, progress: bool = True, **settings) -> Model:
-    """Train (settings as unmix.train_config.TrainConfig) and return the trained Model (EMA weights).
+    """Train (settings as unmix.training.config.TrainConfig) and return the trained Model (EMA weights).
 
     resume=True continues the run in `out` (default runs/<data>) with only run-time and rescue settings changed;
     init=CHECKPOINT starts a new run from a trained model's weights (fine-tuning on new data or settings)."""

@@ -5,13 +5,13 @@ This module holds what both stages share, as pure functions over an autoencoder 
 denoiser:
 
 - `AutoencoderObjective`: what one training step of the first stage optimises (the trainer's objective
-  contract, see unmix.objectives): L1 reconstruction, an edge term, and a light KL to N(0, I);
+  contract, see unmix.training.objectives): L1 reconstruction, an edge term, and a light KL to N(0, I);
 - `latent_scale`: the per-dataset factor that brings the latents to unit std (Stable Diffusion's 0.18215);
 - `encode_images` / `decode_latents` in batches, `check_autoencoder` for pairing one with data and a latent net;
 - `reconstruction_metrics`: PSNR of an autoencoder's round trip;
 - `latent_inpaint` and `latent_edit`: unmix.inpaint and unmix.edit run on the latents, with the known pixels
   pasted back exactly in pixel space at the end;
-- the first stage as a run: `autoencoder_config` (settings -> TrainConfig + objective for unmix.trainer.start),
+- the first stage as a run: `autoencoder_config` (settings -> TrainConfig + objective for unmix.training.trainer.start),
   `finish_autoencoder` (the latent scale written into the final checkpoint), `load_autoencoder`;
 - the second stage's data: `latent_dataset` encodes a dataset once (kept in memory), `autoencoder_for_run`
   picks the autoencoder a run trains on (a latent model's own copy when resuming or fine-tuning).
@@ -28,18 +28,18 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from unmix import checkpoint as ckpt
 from unmix.control import image_batch
 from unmix.data import Dataset
 from unmix.edit import check_strength
 from unmix.edit import edit as sdedit
 from unmix.errors import UnmixError
-from unmix.fsutil import load_safetensors
 from unmix.inpaint import check_mask
 from unmix.inpaint import inpaint as fill_in
 from unmix.nets import build_net, net_config
 from unmix.nets.autoencoder import Autoencoder, AutoencoderConfig
-from unmix.train_config import TrainConfig
+from unmix.store import checkpoint as ckpt
+from unmix.store.files import load_safetensors
+from unmix.training.config import TrainConfig
 
 
 # -- the first stage's training objective ---------------------------------------------------------------------
@@ -243,7 +243,7 @@ AUTOENCODER_TRAIN = dict(batch_size=32, lr=2e-3, ema_halflife_kimg=2.0, warmup_s
 
 
 def autoencoder_config(settings: dict) -> tuple[TrainConfig, AutoencoderObjective]:
-    """(TrainConfig, objective) for `unmix.trainer.start(config, objective=objective)` training an autoencoder:
+    """(TrainConfig, objective) for `unmix.training.trainer.start(config, objective=objective)` training an autoencoder:
     `settings` are TrainConfig fields (net= overrides AUTOENCODER_NET) plus the loss weights edge_weight= and
     kl_weight=; the rest default to AUTOENCODER_TRAIN."""
     settings = dict(settings)

@@ -6,7 +6,7 @@
 
 `model.denoiser` is the plain D(x, sigma, cond) that samplers, guidance and metrics consume. `sample`,
 `inpaint` and `edit` compose labels, classifier-free guidance and per-sample seeds the same way, so sample
-i depends only on its own seed. The folder format is the trainer's checkpoint (see unmix.checkpoint).
+i depends only on its own seed. The folder format is the trainer's checkpoint (see unmix.store.checkpoint).
 """
 from __future__ import annotations
 
@@ -17,9 +17,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from unmix import checkpoint as ckpt
+from unmix.adapters.diffusers_folder import is_diffusers_folder, read_diffusers_folder
 from unmix.conditioning import NULL_CAPTION, TextCond
-from unmix.diffusers_folder import is_diffusers_folder, read_diffusers_folder
 from unmix.distributed import pick_device
 from unmix.edit import edit as sdedit
 from unmix.errors import UnmixError
@@ -30,6 +29,7 @@ from unmix.losses import Recipe
 from unmix.nets import build_net, net_config
 from unmix.rng import generators_from_seeds
 from unmix.samplers import DEFAULT_SAMPLER, sample
+from unmix.store import checkpoint as ckpt
 from unmix.text.encoder import load_text_encoder
 
 
@@ -298,7 +298,7 @@ def _clamped(result):
 def load(path: str | os.PathLike, weights: str = "ema", device: str | torch.device = "cpu",
          schedule: dict | None = None) -> Model:
     """A Model from a checkpoint folder or a training output folder (its latest checkpoint), or from a local
-    diffusers folder (unmix.diffusers_folder; `schedule` overrides or, for a bare UNet2DModel, gives its scheduler)."""
+    diffusers folder (unmix.adapters.diffusers_folder; `schedule` overrides or, for a bare UNet2DModel, gives its scheduler)."""
     device = pick_device(str(device))
     if not isinstance(path, (str, os.PathLike)):
         raise UnmixError(f"path= must be a checkpoint or run folder (a str or Path), got {path!r:.60}")

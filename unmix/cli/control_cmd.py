@@ -19,6 +19,13 @@ from unmix.cli.options import (
     seed_option,
     value,
 )
+from unmix.cli.outputs import (
+    check_file_path,
+    fresh_folder,
+    run_folder,
+    save_npy,
+    write_samples,
+)
 from unmix.cli.progress import LazyBar
 from unmix.data.images import (
     auto_scale,
@@ -29,13 +36,6 @@ from unmix.data.images import (
 )
 from unmix.inpaint import METHODS
 from unmix.model import load
-from unmix.outputs import (
-    check_file_path,
-    fresh_folder,
-    run_folder,
-    save_npy,
-    write_samples,
-)
 from unmix.samplers import DEFAULT_SAMPLER
 
 Method = choices("Method", METHODS)

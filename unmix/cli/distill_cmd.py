@@ -1,13 +1,13 @@
-"""`unmix distill RUN --nfe K`: progressive distillation of a trained model into a K-step sampler (unmix.distill)."""
+"""`unmix distill RUN --nfe K`: progressive distillation of a trained model into a K-step sampler (unmix.apps.distill)."""
 from __future__ import annotations
 
 import sys
 
 import typer
 
+from unmix.apps.distill import DistillSettings, distill
 from unmix.cli.app import app
 from unmix.cli.options import device_option, threads_option
-from unmix.distill import DistillSettings, distill
 
 
 @app.command("distill")

@@ -16,13 +16,13 @@ from unmix.cli.options import (
     seed_option,
     value,
 )
+from unmix.cli.outputs import check_file_path
+from unmix.cli.parsing import read_prompts
 from unmix.cli.progress import LazyBar
 from unmix.distributed import pick_device
 from unmix.errors import UnmixError
 from unmix.likelihood import METHODS, TRACES, VARIANCES
-from unmix.metrics.evaluate import evaluate, format_metrics, load_samples
-from unmix.outputs import check_file_path
-from unmix.parsing import read_prompts
+from unmix.metrics.quality import evaluate, format_metrics, load_samples
 from unmix.samplers import DEFAULT_SAMPLER
 
 Method = choices("NllMethod", METHODS)

@@ -11,13 +11,13 @@ import sys
 
 import typer
 
-from unmix.autoencoder_run import finish, start_autoencoder
 from unmix.cli.app import app
 from unmix.cli.options import choices, value
 from unmix.cli.train_cmd import Precision, settings_from_flags
 from unmix.data import NAMES
 from unmix.distributed import finish_distributed
-from unmix.train_config import default_out
+from unmix.training.config import default_out
+from unmix.training.latent_run import finish, start_autoencoder
 
 POSITIVE = dict(min=1)
 Factor = choices("Factor", ("2", "4", "8"))

@@ -1,4 +1,4 @@
-"""`unmix product clean|square|scene MODEL IMAGE --out OUT.png`: the product-photo jobs of unmix.product on a model
+"""`unmix product clean|square|scene MODEL IMAGE --out OUT.png`: the product-photo jobs of unmix.apps.product on a model
 trained by `unmix train --data product`."""
 from __future__ import annotations
 
@@ -30,9 +30,9 @@ GUIDANCE = typer.Option(None, "--guidance", min=0.0, max=100.0,
 
 def _run(job: str, model: str, image: Path, out: Path, seed: int, nfe: int | None, method, refine: bool,
          guidance: float | None, prompt: str | None = None, backdrop: str | None = None) -> None:
-    from unmix import product
+    from unmix.apps import product
+    from unmix.cli.outputs import check_file_path
     from unmix.model import load
-    from unmix.outputs import check_file_path
 
     check_file_path(out, ".png")
     photo = product.read_photo(image)

@@ -10,10 +10,9 @@ from pathlib import Path
 import torch
 import typer
 
-from unmix import checkpoint as ckpt
 from unmix.api import forward_pictures
-from unmix.checkpoint_info import describe
 from unmix.cli.app import app
+from unmix.cli.info import describe
 from unmix.cli.options import (
     Sampler,
     Weights,
@@ -26,20 +25,21 @@ from unmix.cli.options import (
     threads_option,
     value,
 )
-from unmix.cli.progress import LazyBar
-from unmix.distributed import pick_device
-from unmix.errors import UnmixError
-from unmix.model import load
-from unmix.outputs import (
+from unmix.cli.outputs import (
     check_file_path,
     fresh_folder,
     run_folder,
     save_npy,
     write_samples,
 )
-from unmix.parsing import int_list, read_prompts, str_list
+from unmix.cli.parsing import int_list, read_prompts, str_list
+from unmix.cli.progress import LazyBar
+from unmix.distributed import pick_device
+from unmix.errors import UnmixError
+from unmix.model import load
 from unmix.samplers import DEFAULT_SAMPLER, SAMPLERS
 from unmix.show import ReverseRecorder
+from unmix.store import checkpoint as ckpt
 
 
 @app.command()

@@ -25,8 +25,8 @@ def synth(
     import torch
     from tqdm import tqdm
 
+    from unmix.apps.synth import synthesize
     from unmix.model import load
-    from unmix.synth import synthesize
 
     dev = ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
     model = load(checkpoint, device=dev)

@@ -12,18 +12,18 @@ from pathlib import Path
 
 import typer
 
-from unmix import trainer
-from unmix.autoencoder_run import finish, is_finished, stage_budget, start_autoencoder
-from unmix.checkpoint import list_checkpoints
 from unmix.cli.app import app
 from unmix.cli.options import Sampler, choices, value
+from unmix.cli.parsing import int_list
 from unmix.data import NAMES
 from unmix.distributed import finish_distributed
 from unmix.errors import UnmixError
 from unmix.losses import RECIPES
 from unmix.nets.layout import KINDS as LAYOUTS
-from unmix.parsing import int_list
-from unmix.train_config import CONDITIONS, PRECISIONS, TrainConfig, default_out
+from unmix.store.checkpoint import list_checkpoints
+from unmix.training import trainer
+from unmix.training.config import CONDITIONS, PRECISIONS, TrainConfig, default_out
+from unmix.training.latent_run import finish, is_finished, stage_budget, start_autoencoder
 
 Recipe = choices("Recipe", RECIPES)
 Cond = choices("Cond", CONDITIONS)

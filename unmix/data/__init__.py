@@ -30,13 +30,13 @@ def load_dataset(spec: str, size: int | None = None, backgrounds: str | None = N
         return load_toy(spec)
     if spec in ("emoji", "emoji+sequences"):  # +sequences: flags, keycaps, skin tones, ZWJ sequences too
         return load_emoji(size or 32, sequences=spec == "emoji+sequences")
-    if spec == "product":  # generated (photo, alpha) pairs for the product jobs, 32 or 64 px (unmix.product)
+    if spec == "product":  # generated (photo, alpha) pairs for the product jobs, 32 or 64 px (unmix.apps.product)
         from unmix.data.product_job import ProductJob
 
         if size not in (None, 32, 64):
             raise UnmixError(f"the product recipes are 32 or 64 px; size={size} is not available")
         return ProductJob(size or 32, backgrounds=backgrounds)
-    if spec == "backgrounds":  # crops of scene photos: the model that draws unmix.product's scenes
+    if spec == "backgrounds":  # crops of scene photos: the model that draws unmix.apps.product's scenes
         from unmix.data.backgrounds import Backgrounds
 
         return Backgrounds(size or 32, backgrounds=backgrounds or "scenes")

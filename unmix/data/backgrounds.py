@@ -1,7 +1,7 @@
 """The scene model's data (`unmix train --data backgrounds`): crops of scene photos (Debian's desktop wallpapers
 where installed: unmix.data.background_photos.scene_photos), no products.
 
-A model of these draws the new backdrop of unmix.product's *scene* job. The product model cannot: it spends its
+A model of these draws the new backdrop of unmix.apps.product's *scene* job. The product model cannot: it spends its
 training on finding products (noise levels centred high, the photo given), and its own backdrops come out as
 coloured noise (docs/product_photos.md). Its busy training backgrounds (textures, stripes, procedural noise) are
 not scenes either: a first backdrop model trained on them drew multicoloured blotches."""

@@ -27,7 +27,7 @@ import torch
 
 from unmix.data.dataset import Dataset
 from unmix.errors import UnmixError
-from unmix.fsutil import atomic_path, cache_dir
+from unmix.store.files import atomic_path, cache_dir
 from unmix.text.captions import emoji_captions
 
 FONT_PATHS = (

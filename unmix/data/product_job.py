@@ -1,11 +1,11 @@
 """The trainer's dataset for `unmix train --data product`: product triples (unmix.data.products) as (x0, cond)
-pairs for the one image-conditioned model that serves every job of unmix.product."""
+pairs for the one image-conditioned model that serves every job of unmix.apps.product."""
 from __future__ import annotations
 
 import torch
 
+from unmix.data.grabcut import with_grabcut
 from unmix.data.products import ProductTriples
-from unmix.grabcut import with_grabcut
 
 
 class ProductJob(ProductTriples):
@@ -13,7 +13,7 @@ class ProductJob(ProductTriples):
     channels in [-1, 1] (alpha 0..1 mapped to -1..1), cond = the busy photo and its GrabCut mask (four channels), so
     the net refines a classical coarse mask rather than finding the product from nothing.
 
-    One model serves all three jobs of unmix.product: given the photo as its condition it samples the alpha
+    One model serves all three jobs of unmix.apps.product: given the photo as its condition it samples the alpha
     (*clean* composites the photo's own pixels on white through it); with the condition dropped (the NaN row of
     unmix.nets.unet, `cond_dropout` of the training draws) it is a model of (photo, alpha) pairs, so inpainting
     with the product's pixels and alpha known draws a new background around it (*scene*) and outpainting fills a
@@ -29,7 +29,7 @@ class ProductJob(ProductTriples):
 
     @property
     def cond_shape(self) -> tuple[int, ...]:
-        """The busy photo and its GrabCut mask (unmix.grabcut.with_grabcut)."""
+        """The busy photo and its GrabCut mask (unmix.data.grabcut.with_grabcut)."""
         return (4, self.size, self.size)
 
     def batch(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

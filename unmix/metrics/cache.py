@@ -1,6 +1,6 @@
 """Where the metrics cache their feature networks and reference statistics, and the key that ties them to data.
 
-These files are derived data: written atomically with unmix.fsutil and read back with
+These files are derived data: written atomically with unmix.store.files and read back with
 fsutil.load_safetensors, which treats a missing, corrupt or stale file as absent, so a bad file costs a
 rebuild, never a wrong number.
 """
@@ -11,7 +11,7 @@ from pathlib import Path
 
 import torch
 
-from unmix.fsutil import cache_dir
+from unmix.store.files import cache_dir
 
 
 def metrics_dir() -> Path:

@@ -29,8 +29,8 @@ from torch import nn
 
 from unmix.data import load_dataset
 from unmix.errors import UnmixError
-from unmix.fsutil import load_safetensors, read_metadata, save_safetensors
 from unmix.metrics import cache
+from unmix.store.files import load_safetensors, read_metadata, save_safetensors
 
 VERSION = "1"  # of the bundled datasets' classifiers
 FOLDER_VERSION = "1"  # of the folder networks: bump when their objective, views or architecture change

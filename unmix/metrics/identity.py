@@ -10,7 +10,7 @@ Its robustness is measured, not assumed: `IDENTITY_CHECK` views (2 px shifts and
 the training never saw) must be recognised; the score is stored beside the weights.
 
 Training is deterministic (fixed seed, one thread); the network is cached with safetensors under
-`unmix.fsutil.cache_dir()/metrics`, keyed by the images, the emoji names and VERSION.
+`unmix.store.files.cache_dir()/metrics`, keyed by the images, the emoji names and VERSION.
 """
 from __future__ import annotations
 
@@ -26,8 +26,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from unmix.data import load_dataset
-from unmix.fsutil import load_safetensors, read_metadata, save_safetensors
 from unmix.metrics import cache
+from unmix.store.files import load_safetensors, read_metadata, save_safetensors
 
 VERSION = "1"
 SEED = 0

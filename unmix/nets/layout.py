@@ -5,7 +5,7 @@ the right emoji for 6% of prompts, top-5). Yet at high noise the ideal denoiser 
 picture of that prompt. Two estimates of it:
 
 - `TextLayout` (layout="mlp"): a regression from the pooled vector to an image, trained directly on the
-  training captions (`unmix.objectives.TextDiffusionObjective`). Blurred: after 45 minutes its guesses alone
+  training captions (`unmix.training.objectives.TextDiffusionObjective`). Blurred: after 45 minutes its guesses alone
   ranked the named emoji top-5 for 56% of the evaluation prompts.
 - `RetrievalLayout` (layout="retrieval", the default): kernel regression over the training set itself, as in
   retrieval-augmented diffusion (Blattmann et al. 2022; Sheynin et al. 2022): the prompt's pooled vector is

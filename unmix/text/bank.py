@@ -23,7 +23,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import load
 
 from unmix.conditioning import NULL_CAPTION, TextCond
-from unmix.fsutil import cache_dir, save_safetensors
+from unmix.store.files import cache_dir, save_safetensors
 from unmix.text.captions import unique
 from unmix.text.encoder import TextEncoder
 

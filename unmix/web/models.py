@@ -9,10 +9,10 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
-from unmix import checkpoint as ckpt
 from unmix.data import Dataset, load_dataset
 from unmix.errors import UnmixError
 from unmix.model import Model, load
+from unmix.store import checkpoint as ckpt
 
 
 @dataclass

@@ -29,7 +29,7 @@ def read_upload(data: bytes, shape, max_bytes: int, max_side: int, max_pixels: i
 
 def read_photo_upload(data: bytes, max_bytes: int, max_side: int, max_pixels: int) -> torch.Tensor:
     """An uploaded photo as RGB [3, H, W] in [-1, 1] at its own size (transparency laid over white, as
-    unmix.product.read_photo does for files)."""
+    unmix.apps.product.read_photo does for files)."""
     img = decode_upload(data, max_bytes, max_side, max_pixels)
     return _tensor(img, (3, img.height, img.width))
 

@@ -17,10 +17,10 @@ from unmix.web.limits import Fields
 from unmix.web.tabs import Tab
 from unmix.web.uploads import read_photo_upload
 
-JOBS = ("clean", "square", "scene")  # unmix.product.JOBS and METHODS, without importing the module at start-up
+JOBS = ("clean", "square", "scene")  # unmix.apps.product.JOBS and METHODS, without importing the module at start-up
 METHODS = ("mean", "sample")
 EDGES = ("snap", "model")  # snap: refine=True, the cut-out snapped to the photo's edges; model: the model's own alpha
-CLEAN_NFE, FILL_NFE, REPAINT_REPEATS = 33, 20, 4  # unmix.product's defaults: finding the product, drawing around it
+CLEAN_NFE, FILL_NFE, REPAINT_REPEATS = 33, 20, 4  # unmix.apps.product's defaults: finding the product, drawing around it
 EXAMPLE_SIDE, EXAMPLES = 128, 10_000
 
 
@@ -88,7 +88,7 @@ async def run(request: Request):
                    backdrop=None if scenery is None else scenery.path)
 
     def work(progress) -> dict:
-        from unmix.product import run_job
+        from unmix.apps.product import run_job
 
         drawer = None if scenery is None else web.models.model(scenery.name)
         out = run_job(job, web.models.model(entry.name), photo, seed=seed, nfe=nfe, method=method, refine=refine,

@@ -106,7 +106,7 @@ PRESETS = {
                    net=dict(kind="unet", channels=64, channel_mult=[1, 2], num_res_blocks=1, attn_levels=[1],
                             neighbours=True)),
     # product: [alpha, photo] given the photo and its GrabCut mask (unmix.data.product_job.ProductJob); the condition
-    # dropped for 20% of the draws so that the same net inpaints scenes and borders unconditionally (unmix.product).
+    # dropped for 20% of the draws so that the same net inpaints scenes and borders unconditionally (unmix.apps.product).
     # Patches fold the image to a 16-pixel grid at any size (2x2 at 32, 4x4 at 64). Noise levels centred higher
     # than EDM's (ln sigma ~ N(0.5, 1)): a binary mask is read off its own noisy copy below sigma ~ 0.3, so EDM's
     # default spends most draws where nothing about the product is learned (IoU 0.31 against 0.22 at 800 steps).

@@ -2,7 +2,7 @@
 the same product in a newly generated scene (*scene*), all from one model trained by `unmix train --data product`.
 
 The model (unmix.data.product_job.ProductJob) is an image-conditioned denoiser (SR3 / Palette concatenation, see
-unmix.nets.unet) of four channels, x0 = [alpha, photo], trained with the photo and its GrabCut mask (unmix.grabcut)
+unmix.nets.unet) of four channels, x0 = [alpha, photo], trained with the photo and its GrabCut mask (unmix.data.grabcut)
 as its condition and the condition dropped for a share of the draws:
 
 - *clean* samples the alpha given the photo and composites the photo's own pixels on white through it, so the
@@ -25,8 +25,8 @@ import functools
 import torch
 import torch.nn.functional as F
 
+from unmix.data.grabcut import grabcut_refine, with_grabcut
 from unmix.errors import UnmixError
-from unmix.grabcut import grabcut_refine, with_grabcut
 from unmix.guidance import ClassifierFreeGuidance
 from unmix.samplers import sample
 
@@ -104,13 +104,13 @@ def alpha(denoiser, image: torch.Tensor, size: int, *, method: str = "mean", ref
           nfe: int = 33, seed: int = 0, guidance=None, callback=None) -> torch.Tensor:
     """The product's alpha [1, H, W] in [0, 1] of a busy photo [3, H, W], by a product denoiser trained at `size`
     (D(x, sigma, cond), x = [alpha, photo], cond = the letterboxed photo and its GrabCut mask [1, 4, size, size],
-    unmix.grabcut).
+    unmix.data.grabcut).
 
     method "mean": the model's posterior mean E[alpha | photo], its estimate at the largest noise level, where the
     noisy input carries nothing (the limit of averaging ever more samples), averaged with the same for the mirrored
     photo: one network call on a batch of two, the most likely cut-out (measured in docs/product_photos.md).
     "sample": one draw from the model's distribution of alphas (`sampler`, `nfe` calls, `seed`).
-    `refine`: the alpha is snapped to the photo's edges by GrabCut seeded with it (unmix.grabcut.grabcut_refine)
+    `refine`: the alpha is snapped to the photo's edges by GrabCut seeded with it (unmix.data.grabcut.grabcut_refine)
     and given a one-pixel soft edge (`feather`); without it, the model's alpha with its ends snapped to 0 and 1.
     `guidance` is a wrapper factory (e.g. functools.partial(ClassifierFreeGuidance, scale=2.0)) or None; `callback`
     is the samplers' (step, sigma, x, x0_hat), x = [alpha, photo] at `size`."""

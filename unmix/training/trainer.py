@@ -25,21 +25,21 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from unmix import checkpoint as ckpt
 from unmix.data import Dataset, load_dataset
 from unmix.distributed import Dist, cpu_threads, init_distributed, pick_device
 from unmix.errors import UnmixError
 from unmix.latent import autoencoder_for_run, latent_dataset
-from unmix.launch import warn_lone_launch
 from unmix.losses import Recipe
 from unmix.model import Model, rebuild
 from unmix.nets import build_net, net_config
-from unmix.objectives import LAYOUT_ROWS, DiffusionObjective, ImageCondObjective, TextDiffusionObjective, split
-from unmix.runlock import RunLock, ensure_free
+from unmix.store import checkpoint as ckpt
 from unmix.text.bank import caption_bank
 from unmix.text.encoder import load_text_encoder, text_dim_of
-from unmix.train_config import RESCUE_KEYS, RUNTIME_KEYS, TrainConfig, check_config, default_out, fill_defaults, network_config
-from unmix.train_log import StepStats, Stop, append_log, progress_bar, truncate_log, version
+from unmix.training.config import RESCUE_KEYS, RUNTIME_KEYS, TrainConfig, check_config, default_out, fill_defaults, network_config
+from unmix.training.launch import warn_lone_launch
+from unmix.training.log import StepStats, Stop, append_log, progress_bar, truncate_log, version
+from unmix.training.objectives import LAYOUT_ROWS, DiffusionObjective, ImageCondObjective, TextDiffusionObjective, split
+from unmix.training.runlock import RunLock, ensure_free
 
 
 @dataclass
@@ -352,7 +352,7 @@ class Run:
 
 def start(config: TrainConfig | None = None, dataset: Dataset | None = None, objective=None) -> Run:
     """A new run (config.init: from a trained checkpoint's weights, with a fresh optimiser). `objective` replaces
-    the denoising loss of the config's recipe (see unmix.objectives for the contract)."""
+    the denoising loss of the config's recipe (see unmix.training.objectives for the contract)."""
     config = config or TrainConfig()
     check_config(config)
     init_from = ckpt.open_checkpoint(config.init) if config.init else None

@@ -1,6 +1,6 @@
 """What a checkpoint holds and whether it still works: `unmix info`'s report, built on the model layer.
 
-It sits above unmix.model (it loads the checkpoint and runs one denoiser call), so unmix.checkpoint stays a
+It sits above unmix.model (it loads the checkpoint and runs one denoiser call), so unmix.store.checkpoint stays a
 module about files alone.
 """
 from __future__ import annotations
@@ -10,10 +10,10 @@ import os
 
 import torch
 
-from unmix.checkpoint import Checkpoint, list_checkpoints, open_checkpoint, verify_weights
-from unmix.diffusers_folder import describe_folder, is_diffusers_folder
+from unmix.adapters.diffusers_folder import describe_folder, is_diffusers_folder
 from unmix.errors import UnmixError
 from unmix.model import load
+from unmix.store.checkpoint import Checkpoint, list_checkpoints, open_checkpoint, verify_weights
 
 
 def verify(c: Checkpoint) -> list[str]:

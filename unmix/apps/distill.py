@@ -32,13 +32,13 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from unmix import checkpoint as ckpt
 from unmix.denoiser import expand_like
 from unmix.errors import UnmixError
 from unmix.losses import Recipe
 from unmix.model import load
-from unmix.train_config import TrainConfig
-from unmix.trainer import TrainResult, resume, start
+from unmix.store import checkpoint as ckpt
+from unmix.training.config import TrainConfig
+from unmix.training.trainer import TrainResult, resume, start
 
 SOLVERS = ("euler", "heun")
 DONE = "distilled.json"  # marks a finished round in its run folder
@@ -127,7 +127,7 @@ class Round:
 
 
 class ProgressiveDistillation:
-    """The trainer objective of one round (see unmix.objectives for the draw / loss / bucket contract)."""
+    """The trainer objective of one round (see unmix.training.objectives for the draw / loss / bucket contract)."""
 
     def __init__(self, spec: Round, label_dropout: float = 0.0):
         self.spec, self.label_dropout = spec, label_dropout

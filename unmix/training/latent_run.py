@@ -9,10 +9,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from unmix import trainer
 from unmix.errors import UnmixError
-from unmix.fsutil import write_text
 from unmix.latent import autoencoder_config, finish_autoencoder, stored_objective
+from unmix.store.files import write_text
+from unmix.training import trainer
 
 # Share of a `train --latent --minutes M` budget spent on the autoencoder. 0.3 was benchmarks/latent_emoji.py's
 # best split for a plain U-Net (run lat-b); with the neighbours' guess (the latent preset) the diffusion learns in

@@ -141,7 +141,7 @@ def read_labels(folder: str | os.PathLike) -> list[dict]:
     """The rows of a synthesized folder's labels.csv, with label, seed and nfe as int and guidance as float."""
     path = Path(folder) / "labels.csv"
     if not path.is_file():
-        raise UnmixError(f"{folder} has no labels.csv (write one with unmix.synth.synthesize)")
+        raise UnmixError(f"{folder} has no labels.csv (write one with unmix.apps.synth.synthesize)")
     with open(path, newline="") as f:
         rows = list(csv.DictReader(f))
     for r in rows:

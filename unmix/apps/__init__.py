@@ -1,0 +1,1 @@
+"""Features built on the library's pieces: product photos, distillation, synthetic data."""
