@@ -35,8 +35,8 @@ from safetensors.torch import load as load_tensors
 from unmix.data import Dataset, load_dataset
 from unmix.data.images import make_grid
 from unmix.distributed import Dist
+from unmix.encoders import AutoencoderEncoder, decode_latents, encode_images, latent_scale, reconstruction_metrics
 from unmix.inpaint import holdout_split
-from unmix.latent import AutoencoderObjective, decode_latents, encode_images, latent_scale, reconstruction_metrics
 from unmix.losses import Recipe
 from unmix.metrics.quality import evaluate
 from unmix.model import Model
@@ -44,6 +44,7 @@ from unmix.nets import build_net, net_config
 from unmix.rng import generators_from_seeds
 from unmix.samplers import sample
 from unmix.store.files import save_safetensors
+from unmix.training.autoencoder import AutoencoderObjective
 from unmix.training.config import TrainConfig
 from unmix.training.log import StepStats
 from unmix.training.objectives import DiffusionObjective
@@ -244,7 +245,7 @@ def export(name: str, out: str) -> None:
     ae, _ = load_net(ae_file)
     net, info = load_net(run_dir / "latent.safetensors")
     data = load_dataset("emoji", ae.config.image_size).describe()
-    print(Model(net, Recipe.from_dict(info["recipe"]), data, autoencoder=ae).save(out))
+    print(Model(net, Recipe.from_dict(info["recipe"]), data, encoder=AutoencoderEncoder(ae)).save(out))
 
 
 def floor() -> None:

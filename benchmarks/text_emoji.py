@@ -25,7 +25,6 @@ from PIL import Image, ImageDraw
 
 import unmix
 from unmix.data.images import to_pil
-from unmix.latent import decode_latents
 from unmix.metrics.identity import emoji_identity, gaussian_blur
 from unmix.metrics.prompts import format_adherence, normalize, prompt_adherence
 from unmix.store.files import write_text
@@ -114,8 +113,8 @@ def stage_layout(model, args) -> None:
     with torch.no_grad():
         guess = layout(model.encode_prompts([args.template.format(p) for p in prompts], len(prompts)).pooled,
                        model.latent_shape[1:])
-    if model.autoencoder is not None:
-        guess = decode_latents(model.autoencoder, guess)
+    with torch.no_grad():
+        guess = model.encoder.decode(guess)
     record(f"layout/{type(layout).__name__}{suffix(args)}", score("layout alone", guess.clamp(-1, 1), prompts, 0.0,
                                                                   {"template": args.template}))
 

@@ -6,9 +6,10 @@ import torch
 
 from unmix.data import Dataset
 from unmix.distributed import Dist
+from unmix.encoders import encode_images, latent_scale, reconstruction_metrics
 from unmix.errors import UnmixError
-from unmix.latent import AutoencoderObjective, encode_images, gradient_difference, latent_scale, reconstruction_metrics
 from unmix.nets import build_net, net_config
+from unmix.training.autoencoder import AutoencoderObjective, gradient_difference
 from unmix.training.config import TrainConfig
 from unmix.training.log import StepStats
 from unmix.training.trainer import TrainState, train_step

@@ -1,10 +1,11 @@
-"""Latent diffusion helpers: the mask at latent resolution, inpainting that keeps the known pixels exactly,
-image-to-image through the latents, and pairing an autoencoder with data and a latent network."""
+"""Latent diffusion through the encoder seam (unmix.encoders): the mask at latent resolution, inpainting that keeps
+the known pixels exactly, image-to-image through the latents, and pairing an autoencoder with data and a latent
+network."""
 import pytest
 import torch
 
+from unmix.encoders import AutoencoderEncoder, check_autoencoder, edit, inpaint
 from unmix.errors import UnmixError
-from unmix.latent import check_autoencoder, latent_edit, latent_inpaint, latent_mask
 from unmix.nets import build_net
 
 AE = dict(kind="autoencoder", channels=8, channel_mult=[1, 2, 2], latent_channels=4, groups=4, image_size=16)
@@ -29,7 +30,7 @@ def test_a_latent_is_filled_in_when_any_pixel_of_its_block_is():
     mask = torch.zeros(16, 16, dtype=torch.bool)
     mask[0:5, 0:5] = True  # rows/cols 0..4: blocks 0 and 1 (pixel 4 starts block 1)
     mask[15, 15] = True
-    small = latent_mask(mask, (3, 16, 16), AE)
+    small = AutoencoderEncoder(build_net(AE)).latent_mask(mask, (3, 16, 16))
     expect = torch.zeros(4, 4, dtype=torch.bool)
     expect[0:2, 0:2] = True
     expect[3, 3] = True
@@ -41,13 +42,13 @@ def test_latent_inpainting_returns_the_known_pixels_exactly(ae):
     x = image()
     mask = torch.zeros(1, 16, 16, dtype=torch.bool)
     mask[:, 4:12, 2:10] = True
-    out, nfe = latent_inpaint(gaussian_denoiser, ae, x, mask, n=3, method="replace", nfe=8,
+    out, nfe = inpaint(AutoencoderEncoder(ae), gaussian_denoiser, x, mask, n=3, method="replace", nfe=8,
                               generator=torch.Generator().manual_seed(0), return_nfe=True)
     full = mask.expand(3, 16, 16)
     assert out.shape == (3, 3, 16, 16) and nfe == 8
     assert torch.equal(out[:, ~full], x.expand(3, 3, 16, 16)[:, ~full])
     assert (out[:, full] - x[full]).abs().mean() > 0.05  # the hole is generated, not copied
-    again = latent_inpaint(gaussian_denoiser, ae, x, mask, n=3, method="replace", nfe=8,
+    again = inpaint(AutoencoderEncoder(ae), gaussian_denoiser, x, mask, n=3, method="replace", nfe=8,
                            generator=torch.Generator().manual_seed(0))
     assert torch.equal(out, again)
 
@@ -56,20 +57,20 @@ def test_latent_inpainting_rejects_a_mask_that_leaves_no_latent_known(ae):
     mask = torch.zeros(16, 16, dtype=torch.bool)
     mask[::4, ::4] = True  # one pixel in every 4x4 block
     with pytest.raises(UnmixError, match="no latent is known"):
-        latent_inpaint(gaussian_denoiser, ae, image(), mask, n=1, nfe=4)
+        inpaint(AutoencoderEncoder(ae), gaussian_denoiser, image(), mask, n=1, nfe=4)
 
 
 def test_latent_edit_keeps_the_image_at_strength_0_and_samples_at_strength_1(ae):
     x = image()
-    assert torch.equal(latent_edit(gaussian_denoiser, ae, x, 0.0, n=2), x.expand(2, 3, 16, 16))
-    a = latent_edit(gaussian_denoiser, ae, x, 1.0, n=2, nfe=6, generator=torch.Generator().manual_seed(0))
-    b = latent_edit(gaussian_denoiser, ae, -x, 1.0, n=2, nfe=6, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(edit(AutoencoderEncoder(ae), gaussian_denoiser, x, 0.0, n=2), x.expand(2, 3, 16, 16))
+    a = edit(AutoencoderEncoder(ae), gaussian_denoiser, x, 1.0, n=2, nfe=6, generator=torch.Generator().manual_seed(0))
+    b = edit(AutoencoderEncoder(ae), gaussian_denoiser, -x, 1.0, n=2, nfe=6, generator=torch.Generator().manual_seed(0))
     assert a.shape == (2, 3, 16, 16)
     assert torch.equal(a, b)  # strength 1 ignores the input: plain generation
-    half = latent_edit(gaussian_denoiser, ae, x, 0.5, n=2, nfe=6, generator=torch.Generator().manual_seed(0))
+    half = edit(AutoencoderEncoder(ae), gaussian_denoiser, x, 0.5, n=2, nfe=6, generator=torch.Generator().manual_seed(0))
     assert not torch.equal(half, a)
     with pytest.raises(UnmixError, match="strength"):
-        latent_edit(gaussian_denoiser, ae, x, 1.5)
+        edit(AutoencoderEncoder(ae), gaussian_denoiser, x, 1.5)
 
 
 @pytest.mark.parametrize("shape, in_channels, message", [

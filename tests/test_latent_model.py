@@ -14,8 +14,8 @@ import unmix.cli.sample_cmd  # noqa: F401
 import unmix.cli.train_cmd  # noqa: F401
 from unmix.cli.app import run_app
 from unmix.data import Dataset
+from unmix.encoders import AutoencoderEncoder
 from unmix.errors import UnmixError
-from unmix.latent import autoencoder_config, finish_autoencoder, stored_objective
 from unmix.losses import Recipe
 from unmix.model import Model, load
 from unmix.nets import build_net
@@ -23,6 +23,7 @@ from unmix.rng import generators_from_seeds
 from unmix.samplers import sample
 from unmix.store import checkpoint as ckpt
 from unmix.training import trainer
+from unmix.training.autoencoder import autoencoder_config, finish_autoencoder, stored_objective
 
 AE = dict(kind="autoencoder", channels=8, channel_mult=[1, 2, 2], latent_channels=4, groups=4, image_size=16,
           latent_scale=0.8)
@@ -36,7 +37,7 @@ def tiny_model() -> Model:
                          attn_levels=[1], noise_scale=recipe.noise_scale))
     for p in net.parameters():  # a fresh U-Net's last layer is zero: give it something to say
         p.data.add_(0.05 * torch.randn_like(p))
-    return Model(net, recipe, {"name": "blobs", "shape": [3, 16, 16], "class_names": []}, autoencoder=ae)
+    return Model(net, recipe, {"name": "blobs", "shape": [3, 16, 16], "class_names": []}, encoder=AutoencoderEncoder(ae))
 
 
 def test_sample_draws_latents_and_decodes_them_to_the_image_shape():
@@ -50,7 +51,7 @@ def test_sample_draws_latents_and_decodes_them_to_the_image_shape():
     z = sample(model.denoiser, (3, 4, 4, 4), "euler", 4, generator=generators_from_seeds([5, 6, 7]),
                sigma_limits=(lo, hi))
     with torch.no_grad():
-        expect = model.autoencoder.decode(z).clamp(-1, 1)
+        expect = model.encoder.decode(z).clamp(-1, 1)
     assert torch.equal(x, expect)
     # sample i depends on its seed only (up to float rounding in a batch of another size)
     assert torch.allclose(model.sample(1, seed=6, sampler="euler", nfe=4), x[1:2], atol=1e-5)
@@ -61,8 +62,8 @@ def test_save_and_load_round_trip_samples_bit_identically(tmp_path):
     model.save(tmp_path / "m")
     assert (tmp_path / "m" / "autoencoder.safetensors").is_file()
     again = load(tmp_path / "m")
-    assert again.autoencoder is not None and again.shape == (3, 16, 16) and again.latent_shape == (4, 4, 4)
-    assert again.autoencoder.config.latent_scale == 0.8
+    assert isinstance(again.encoder, AutoencoderEncoder) and again.shape == (3, 16, 16) and again.latent_shape == (4, 4, 4)
+    assert again.encoder.net.config.latent_scale == 0.8
     assert torch.equal(again.sample(4, seed=1, nfe=6), model.sample(4, seed=1, nfe=6))
 
 
@@ -161,8 +162,8 @@ def test_cli_trains_both_stages_and_samples_the_latent_run(tmp_path, capsys):
     assert code == 0, err
     fast, teacher = load(tmp_path / "fast"), load(lat)
     assert fast.sampling == {"sampler": "euler", "nfe": 2}
-    assert all(torch.equal(a, b) for a, b in zip(fast.autoencoder.state_dict().values(),
-                                                 teacher.autoencoder.state_dict().values()))
+    assert all(torch.equal(a, b) for a, b in zip(fast.encoder.net.state_dict().values(),
+                                                 teacher.encoder.net.state_dict().values()))
     assert fast.sample(2, seed=0).shape == (2, 1, 8, 8)
     code, _, err = cli(capsys, "train", "--data", "emoji", "--latent", "--autoencoder", lat, "--out", tmp_path / "e",
                        "--steps", 1)

@@ -25,18 +25,30 @@ from unmix.metrics.quality import check_count, check_data
 from unmix.metrics.quality import evaluate as evaluate_samples
 from unmix.metrics.toys import TOYS
 from unmix.model import Model, load
-from unmix.samplers import DEFAULT_SAMPLER, get_sampler
+from unmix.samplers import get_sampler
 from unmix.samplers import sample as samplers_sample
 from unmix.show import forward_gif, forward_strip
 from unmix.training import trainer
 from unmix.training.config import TrainConfig, default_out
+from unmix.training.latent_run import latent_stages
 
 
-def train(data: str = "digits", resume: bool = False, progress: bool = True, **settings) -> Model:
+def train(data: str = "digits", resume: bool = False, progress: bool = True, latent: bool = False,
+          autoencoder: str | None = None, **settings) -> Model:
     """Train (settings as unmix.training.config.TrainConfig) and return the trained Model (EMA weights).
 
     resume=True continues the run in `out` (default runs/<data>) with only run-time and rescue settings changed;
-    init=CHECKPOINT starts a new run from a trained model's weights (fine-tuning on new data or settings)."""
+    init=CHECKPOINT starts a new run from a trained model's weights (fine-tuning on new data or settings).
+    latent=True is latent diffusion in one call: an autoencoder trained into OUT/autoencoder first (half of
+    minutes=), or `autoencoder=` an autoencoder run's folder, then the diffusion on its latents."""
+    if autoencoder is not None and not latent:
+        raise UnmixError("autoencoder= is for latent diffusion: add latent=True")
+    if latent:
+        settings, resume, stage = latent_stages({**settings, "data": data}, resume, autoencoder, progress=progress)
+        if stage.interrupted:
+            raise KeyboardInterrupt(f"stopped by {stage.result.stopped_by} in the autoencoder stage; checkpoint "
+                                    f"{stage.result.checkpoint}")
+        settings.pop("data")
     if resume:
         run = trainer.resume(settings.pop("out", None) or default_out(data), **settings)
     else:
@@ -87,8 +99,7 @@ def evaluate(model, n: int = 1000, sampler: str | None = None, nfe: int | None =
     beside FD, KID, precision and recall of all of them. sampler and nfe default to the model's own. A diffusers
     folder is measured against the dataset named by `data`."""
     model = _model(model, device)
-    sampler = sampler if sampler is not None else model.sampling.get("sampler", DEFAULT_SAMPLER)
-    nfe = nfe if nfe is not None else model.sampling.get("nfe", 32)
+    sampler, nfe = model.sampling_defaults(sampler, nfe)
     get_sampler(sampler)
     trained_on = _measured_against(model, data)
     check_data(trained_on)
@@ -142,9 +153,7 @@ def nll(model, method: str = "auto", n: int = 256, *, steps: int = 64, trace: st
     if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
         raise UnmixError(f"batch_size= must be an integer >= 1, got {batch_size!r}")
     model = _model(model, device)
-    if model.autoencoder is not None:
-        raise UnmixError("the likelihood of a latent model would be of its latents, not of the images; "
-                         "nll needs a pixel-space model")
+    model.encoder.require_pixels("the likelihood")
     name = _measured_against(model, data)
     ds = load_toy(name, n=n, seed=seed + 1) if name in TOYS else load_dataset(name)  # toys: a fresh draw
     if tuple(ds.shape) != model.shape:

@@ -115,12 +115,12 @@ class NetworkDenoiser(nn.Module):
 
     def network(self, x: torch.Tensor, sigma: torch.Tensor, c_in: torch.Tensor, c_noise: torch.Tensor, cond,
                 exclude: torch.Tensor | None = None) -> torch.Tensor:
-        """F(c_in x, c_noise, cond): the raw network output; a net that keeps the training set's ideal denoiser
-        (unmix.nets.neighbours) also gets its guess from the raw x and sigma (`exclude`: leave these items out)."""
-        table = getattr(unwrap(self.net), "neighbours", None)
-        if table is None:
-            return self.net(c_in * x, c_noise, cond)
-        return self.net(c_in * x, c_noise, cond, guess=table(x, sigma, exclude))
+        """F(c_in x, c_noise, cond): the raw network output. The hook: a net with a method
+        `extra_inputs(x, sigma, exclude) -> dict` gets those keyword arguments too, computed from the raw x and sigma
+        (e.g. the training set's ideal denoiser, unmix.nets.neighbours; `exclude`: items to leave out of it)."""
+        hook = getattr(unwrap(self.net), "extra_inputs", None)
+        extra = hook(x, sigma, exclude) if hook is not None else {}
+        return self.net(c_in * x, c_noise, cond, **extra)
 
 
 def unwrap(net: nn.Module) -> nn.Module:

@@ -1,4 +1,5 @@
-"""A Model: a network, the recipe it was trained with and a description of its data, saved and loaded as a pair.
+"""A Model: a network, the recipe it was trained with, its encoder and a description of its data, saved and loaded
+as a pair.
 
     model = unmix.load("runs/digits")            # a checkpoint folder, or a run folder (its latest checkpoint)
     images = model.sample(16, seed=0)             # [16, 1, 8, 8] in [-1, 1]
@@ -17,18 +18,17 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from unmix import encoders
 from unmix.adapters.diffusers_folder import is_diffusers_folder, read_diffusers_folder
 from unmix.conditioning import NULL_CAPTION, TextCond
 from unmix.distributed import pick_device
-from unmix.edit import edit as sdedit
+from unmix.encoders import Encoder, encoder_of
 from unmix.errors import UnmixError
 from unmix.guidance import steer
-from unmix.inpaint import inpaint as fill_in
-from unmix.latent import autoencoder_of, decoding_callback, latent_edit, latent_inpaint
 from unmix.losses import Recipe
 from unmix.nets import build_net, net_config
 from unmix.rng import generators_from_seeds
-from unmix.samplers import DEFAULT_SAMPLER, sample
+from unmix.samplers import sample, sampling_defaults
 from unmix.store import checkpoint as ckpt
 from unmix.text.encoder import load_text_encoder
 
@@ -37,10 +37,10 @@ class Model:
     """A trained network, its recipe and a description of its data (shape, class names)."""
 
     def __init__(self, net: nn.Module, recipe: Recipe, data: dict, checkpoint: Path | None = None,
-                 sampling: dict | None = None, autoencoder: nn.Module | None = None):
+                 sampling: dict | None = None, encoder: Encoder | None = None):
         self.net, self.recipe, self.data, self.checkpoint = net.eval(), recipe, dict(data), checkpoint
-        # a latent model (unmix.latent): `net` denoises the autoencoder's latents, `shape` is still the images'
-        self.autoencoder = None if autoencoder is None else autoencoder.eval().requires_grad_(False)
+        # what the net works on (unmix.encoders): pixels, or an autoencoder's latents; `shape` is always the images'
+        self.encoder = encoder or Encoder()
         self.sampling = dict(sampling or {})  # the model's own default sampler / nfe (e.g. a distilled model's)
         self._encoder = None  # a text model's frozen encoder, loaded on the first prompt
         self._denoiser = None  # (net, recipe, denoiser): see `denoiser`
@@ -59,8 +59,8 @@ class Model:
 
     @property
     def latent_shape(self) -> tuple[int, ...]:
-        """The shape the denoiser works on: the autoencoder's latents for a latent model, else `shape`."""
-        return self.shape if self.autoencoder is None else tuple(self.autoencoder.config.latent_shape())
+        """The shape the denoiser works on: the encoder's (an autoencoder's latents, or `shape` for pixels)."""
+        return self.encoder.latent_shape(self.shape)
 
     @property
     def num_classes(self) -> int:
@@ -100,23 +100,19 @@ class Model:
 
     def to(self, device) -> "Model":
         self.net.to(device)
-        if self.autoencoder is not None:
-            self.autoencoder.to(device)
+        self.encoder.to(device)
         return self
 
     def config(self) -> dict:
         """What `save` writes to config.json (besides the format marker): enough to rebuild the model."""
-        config = {"net": net_config(self.net), "recipe": self.recipe.to_dict(), "data": self.data}
-        if self.autoencoder is not None:
-            config["autoencoder"] = net_config(self.autoencoder)
+        config = {"net": net_config(self.net), "recipe": self.recipe.to_dict(), **self.encoder.checkpoint_config(),
+                  "data": self.data}
         return {**config, "sampling": self.sampling} if self.sampling else config
 
     def save(self, path: str | os.PathLike) -> Path:
         """Write the model as a checkpoint folder (atomically; safetensors) that `load` reads back exactly."""
         state = {k: v.detach() for k, v in self.net.state_dict().items()}
-        weights = {"model": state, "ema": state}
-        if self.autoencoder is not None:
-            weights["autoencoder"] = self.autoencoder.state_dict()
+        weights = {"model": state, "ema": state, **self.encoder.checkpoint_weights()}
         return ckpt.write_folder(Path(path), self.config(), weights)
 
     def labels_for(self, labels, n: int) -> torch.Tensor | None:
@@ -214,8 +210,7 @@ class Model:
         device = pick_device(str(device)) if device is not None else self.device
         self.to(device)
         denoiser, cond = self._steered(n, labels, guidance, prompts, negative_prompt)
-        sampler = sampler if sampler is not None else self.sampling.get("sampler", DEFAULT_SAMPLER)
-        nfe = nfe if nfe is not None else self.sampling.get("nfe", 32)
+        sampler, nfe = self.sampling_defaults(sampler, nfe)
         ends = self._grid_ends(sampler, nfe, options)
         shared = isinstance(generator, torch.Generator)
         out = []
@@ -223,10 +218,14 @@ class Model:
             hi = min(n, lo + batch_size)
             gens = generator if shared else (keys[lo:hi] if generator is not None else generators_from_seeds(keys[lo:hi]))
             x = sample(denoiser, (hi - lo, *self.latent_shape), sampler, nfe, generator=gens, device=device,
-                       cond=None if cond is None else cond[lo:hi].to(device), callback=self._decoding(callback),
+                       cond=None if cond is None else cond[lo:hi].to(device), callback=self.encoder.decoding(callback),
                        **ends, **options)
-            out.append((x if self.autoencoder is None else self.autoencoder.decode(x)).float().clamp(-1, 1).cpu())
+            out.append(self.encoder.decode(x).float().clamp(-1, 1).cpu())
         return torch.cat(out)
+
+    def sampling_defaults(self, sampler: str | None = None, nfe: int | None = None) -> tuple[str, int]:
+        """(sampler, nfe): the ones given, else the model's own (a distilled model's), else the default."""
+        return sampling_defaults(self.sampling, sampler, nfe)
 
     def _grid_ends(self, sampler: str, nfe: int, options: dict) -> dict:
         """How the sampler's grid meets the recipe's noise range. The model's own sampler and step count (a
@@ -250,9 +249,8 @@ class Model:
                              f"got {mask!r:.60}")
         denoiser, cond = self._steered(self._count(n, seed, image), labels, guidance, prompts, negative_prompt)
         lo, hi = self.recipe.sigma_range()
-        x = self._through(fill_in, latent_inpaint)(denoiser, image.to(self.device), mask, n, generator=self._generators(n, seed),
-                                cond=None if cond is None else cond.to(self.device), sigma_min=lo, sigma_max=hi,
-                                **options)
+        x = encoders.inpaint(self.encoder, denoiser, image.to(self.device), mask, n, generator=self._generators(n, seed),
+                             cond=None if cond is None else cond.to(self.device), sigma_min=lo, sigma_max=hi, **options)
         return _clamped(x)
 
     @torch.no_grad()
@@ -262,7 +260,7 @@ class Model:
         """n SDEdit edits of `image` [C, H, W] at `strength` (0 keeps it, 1 ignores it); edit i uses seed + i."""
         denoiser, cond = self._steered(self._count(n, seed, image), labels, guidance, prompts, negative_prompt)
         lo, hi = self.recipe.sigma_range()
-        x = self._through(sdedit, latent_edit)(denoiser, image.to(self.device), strength, n, generator=self._generators(n, seed),
+        x = encoders.edit(self.encoder, denoiser, image.to(self.device), strength, n, generator=self._generators(n, seed),
                           cond=None if cond is None else cond.to(self.device), sigma_min=lo, sigma_max=hi, **options)
         return _clamped(x)
 
@@ -275,17 +273,6 @@ class Model:
 
     def _generators(self, n: int, seed: int) -> list[torch.Generator]:
         return generators_from_seeds(range(int(seed), int(seed) + n))
-
-    def _decoding(self, callback):
-        """A latent model's sampler callback sees decoded images (unmix.latent.decoding_callback)."""
-        return callback if self.autoencoder is None else decoding_callback(callback, self.autoencoder)
-
-    def _through(self, pixel_fn, latent_fn):
-        """unmix.inpaint / unmix.edit for a pixel model; their latent versions (unmix.latent: the known pixels are
-        still returned exactly) for a latent model."""
-        if self.autoencoder is None:
-            return pixel_fn
-        return lambda denoiser, *args, **kw: latent_fn(denoiser, self.autoencoder, *args, **kw)
 
 
 def _clamped(result):
@@ -316,9 +303,8 @@ def load(path: str | os.PathLike, weights: str = "ema", device: str | torch.devi
         net.load_state_dict(c.weights(weights))
     except RuntimeError as e:
         raise UnmixError(f"{c.path}: weights do not match the network in config.json ({str(e).splitlines()[0]})") from None
-    autoencoder = autoencoder_of(c)
     return Model(net.to(device), recipe, c.config.get("data") or {}, c.path, c.config.get("sampling"),
-                 None if autoencoder is None else autoencoder.to(device))
+                 encoder_of(c).to(device))
 
 
 def rebuild(config: dict, where: Path | str = "config.json") -> tuple[nn.Module, Recipe]:

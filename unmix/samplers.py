@@ -139,6 +139,16 @@ SAMPLERS: dict[str, SamplerSpec] = {
                         "the default: UniPC at <= 3 steps (grid by a pilot run), else iPNDM, on searched grids"),
 }
 DEFAULT_SAMPLER = "auto"
+DEFAULT_NFE = 32
+
+
+def sampling_defaults(own: dict | None, sampler: str | None = None, nfe: int | None = None,
+                      default_nfe: int = DEFAULT_NFE) -> tuple[str, int]:
+    """(sampler, nfe): the ones asked for, else the model's own (`own`: a distilled model's native grid), else the
+    default. The one owner of that decision for the API, the CLI and the web page."""
+    own = own or {}
+    return (sampler if sampler is not None else own.get("sampler", DEFAULT_SAMPLER),
+            nfe if nfe is not None else own.get("nfe", default_nfe))
 
 
 def list_samplers() -> list[str]:
@@ -225,7 +235,8 @@ def sample(
     """Draw samples at sigma = 0 with at most `nfe` denoiser calls.
 
     `generator` may be one torch.Generator for the batch or a list of one per sample (then a batch
-    equals the same seeds run one by one); `seed` is shorthand for torch.Generator().manual_seed(seed).
+    equals the same seeds run one by one, to the rounding of batched matmuls); `seed` is shorthand for
+    torch.Generator().manual_seed(seed).
     `sigmas` overrides the default grid (see default_sigmas; sigma_min / sigma_max override its
     ends, sigma_limits clamps it into a model's range); `x_init` overrides the start noise (already scaled by
     the grid's first level).

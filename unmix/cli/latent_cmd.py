@@ -2,7 +2,7 @@
 checkpoints, --resume, the run lock); then `unmix train --latent --autoencoder OUT` trains the diffusion on its
 latents (`unmix train --latent` alone does both stages in one budget).
 
-The run's final checkpoint gets the latent scale (unmix.latent.finish_autoencoder), and its preview grid
+The run's final checkpoint gets the latent scale (unmix.training.autoencoder.finish_autoencoder), and its preview grid
 (OUT/samples.png) shows rows of originals over their reconstructions.
 """
 from __future__ import annotations

@@ -99,8 +99,7 @@ def sample(
     folder = fresh_folder(out, run_folder(model.checkpoint))
     npy, gif_path = check_file_path(save_npy_path, ".npy", folder), check_file_path(gif, ".gif", folder)
     recorder = ReverseRecorder() if gif_path else None
-    sampler = value(sampler) or model.sampling.get("sampler", DEFAULT_SAMPLER)
-    nfe = nfe or model.sampling.get("nfe", 32)
+    sampler, nfe = model.sampling_defaults(value(sampler), nfe)
     with LazyBar("sample", math.ceil(n / batch_size) * nfe) as bar:
         def callback(*args):
             bar.advance()

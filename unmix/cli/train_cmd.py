@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import json
 import sys
-import time
-from pathlib import Path
 
 import typer
 
@@ -20,10 +18,9 @@ from unmix.distributed import finish_distributed
 from unmix.errors import UnmixError
 from unmix.losses import RECIPES
 from unmix.nets.layout import KINDS as LAYOUTS
-from unmix.store.checkpoint import list_checkpoints
 from unmix.training import trainer
 from unmix.training.config import CONDITIONS, PRECISIONS, TrainConfig, default_out
-from unmix.training.latent_run import finish, is_finished, stage_budget, start_autoencoder
+from unmix.training.latent_run import latent_stages
 
 Recipe = choices("Recipe", RECIPES)
 Cond = choices("Cond", CONDITIONS)
@@ -115,10 +112,8 @@ def train(
     if autoencoder is not None and not latent:
         raise UnmixError("--autoencoder is for latent diffusion: add --latent")
     if latent:
-        folder = autoencoder or _autoencoder_stage(settings, resume, dry_run)
-        out = settings.get("out") or default_out(settings.get("data", "digits"))
-        if not (resume and list_checkpoints(out)):  # a latent run being resumed holds its own autoencoder
-            settings["latent"], resume = folder, False
+        settings, resume, stage = latent_stages(settings, resume, autoencoder, dry_run, announce=_stage_one)
+        _report_stage(stage)
     if resume:
         if "init" in settings:
             raise UnmixError("--init starts a new run and --resume continues one; pass only one of them")
@@ -144,33 +139,22 @@ def train(
         raise typer.Exit(130 if result.stopped_by == "SIGINT" else 143)
 
 
-def _autoencoder_stage(settings: dict, resume: bool, dry_run: bool) -> str:
-    """`train --latent` without --autoencoder: train (or finish) OUT/autoencoder inside the budget first; the
-    diffusion gets the minutes it left. Returns the autoencoder's folder."""
-    folder = Path(settings.get("out") or default_out(settings.get("data", "digits"))) / "autoencoder"
-    if dry_run or is_finished(folder) or (resume and not folder.is_dir()):
-        return str(folder)  # a dry run trains nothing; a resumed latent run holds its own copy
-    keep = ("data", "size", "seed", "device", "threads", "compile", "precision")
-    budget = stage_budget(settings.get("minutes"))
-    run = start_autoencoder({**{k: settings[k] for k in keep if k in settings}, **budget}, folder,
-                            resume=bool(list_checkpoints(folder)))
-    if run.dist.main:
-        print(f"latent diffusion, stage 1: {announce(run)}", file=sys.stderr)
-    t0 = time.monotonic()
-    result = run.train()
-    metrics = finish(run, result)
-    if metrics is not None:
-        print(f"autoencoder: step {result.step}, reconstruction PSNR {metrics['psnr']:.1f} dB, latent scale "
-              f"{metrics['latent_scale']:.4g} ({folder}/samples.png)", file=sys.stderr)
-    if result.stopped_by in ("SIGINT", "SIGTERM"):
-        print(f"stopped by {result.stopped_by}; continue with the same command and --resume", file=sys.stderr)
+def _stage_one(run) -> None:
+    print(f"latent diffusion, stage 1: {announce(run)}", file=sys.stderr)
+
+
+def _report_stage(stage) -> None:
+    """What the one-command latent run's first stage did; an interrupted stage exits as the signal asks."""
+    if stage.metrics is not None:
+        m = stage.metrics
+        print(f"autoencoder: step {m['step']}, reconstruction PSNR {m['psnr']:.1f} dB, latent scale "
+              f"{m['latent_scale']:.4g} ({stage.folder}/samples.png)", file=sys.stderr)
+    if stage.interrupted:
+        print(f"stopped by {stage.result.stopped_by}; continue with the same command and --resume", file=sys.stderr)
         finish_distributed()
-        raise typer.Exit(130 if result.stopped_by == "SIGINT" else 143)
-    if settings.get("minutes") is not None:
-        settings["minutes"] = round(max(settings["minutes"] - (time.monotonic() - t0) / 60, 0.01), 2)
-    if run.dist.main:
+        raise typer.Exit(130 if stage.result.stopped_by == "SIGINT" else 143)
+    if stage.metrics is not None:
         print("latent diffusion, stage 2:", file=sys.stderr, end=" ")
-    return str(folder)
 
 
 def settings_from_flags(flags: dict) -> dict:

@@ -8,7 +8,7 @@ embedding. The last conv of every residual branch starts at zero, so a fresh blo
 
 Latents as users see them (`encode`, `decode`) are the encoder's mean times `latent_scale`, the per-dataset
 factor that brings them to unit standard deviation (Stable Diffusion's 0.18215, computed for each dataset by
-unmix.latent.latent_scale and stored in this config). `forward` works on the raw latents: it is what training
+unmix.encoders.latent_scale and stored in this config). `forward` works on the raw latents: it is what training
 calls, through DDP when there are several processes.
 """
 from __future__ import annotations

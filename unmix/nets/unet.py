@@ -278,6 +278,11 @@ class UNet(nn.Module):
         plane = present.to(x.dtype)[:, None, None, None].expand(n, 1, h, w)
         return torch.cat([x, torch.where(present[:, None, None, None], cond.nan_to_num(0.0), 0.0), plane], dim=1)
 
+    def extra_inputs(self, x: torch.Tensor, sigma: torch.Tensor, exclude: torch.Tensor | None = None) -> dict:
+        """The denoiser's hook (unmix.denoiser.Denoiser.network): a neighbours net's guess D*(x, sigma) from the raw
+        noisy input, before preconditioning; nothing for other nets."""
+        return {} if self.neighbours is None else {"guess": self.neighbours(x, sigma, exclude)}
+
     def forward(self, x: torch.Tensor, c_noise: torch.Tensor, cond: Cond = None,
                 guess: torch.Tensor | None = None) -> torch.Tensor:
         """`guess`: the neighbours' guess D*(x, sigma) of a neighbours net (unmix.denoiser.Denoiser passes it)."""

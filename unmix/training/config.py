@@ -30,7 +30,7 @@ class TrainConfig:
     backgrounds: str | None = None  # data product / backgrounds: "folder:PATH", a user's own background photos
     out: str | None = None  # default runs/<data>
     init: str | None = None  # start from this checkpoint's weights (fine-tuning): a new run, fresh optimiser
-    latent: str | None = None  # latent diffusion: train on the latents of this autoencoder run (unmix.latent)
+    latent: str | None = None  # latent diffusion: train on the latents of this autoencoder run (unmix.encoders)
     recipe: str = "edm"
     min_snr_gamma: float = 0.0
     sigma_data: float | None = None  # EDM: the data's std (None: the preset's; 0.5 suits images in [-1, 1], 1 latents)
@@ -238,7 +238,7 @@ def fill_defaults(cfg: TrainConfig, name: str, is_image: bool, has_labels: bool)
 def network_config(cfg: TrainConfig, name: str, shape: tuple[int, ...], num_classes: int, noise_scale: float) -> dict:
     """The network config for this run: the preset's, sized to the data, with the user's overrides on top."""
     preset = preset_for(name, len(shape) == 3)
-    if cfg.net.get("kind") == "autoencoder":  # latent diffusion's first stage (unmix.latent): sized to the images
+    if cfg.net.get("kind") == "autoencoder":  # latent diffusion's first stage (unmix.encoders): sized to the images
         return {"in_channels": shape[0], "image_size": shape[-1], **cfg.net}
     if len(shape) == 3:
         # a preset's "grid": fold patches so that the network works on a grid of that side at any image size

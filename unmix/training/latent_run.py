@@ -1,18 +1,23 @@
 """Latent diffusion's first stage as a run: train or resume an autoencoder, then store its latent scale.
 
-Shared by `unmix train-autoencoder` and the one-command `unmix train --latent`, which trains the autoencoder into
-OUT/autoencoder inside the same time budget before the diffusion. A finished stage leaves `finished.json` in its
-folder, so running the one command again (or with --resume) goes straight to the diffusion.
+Shared by `unmix train-autoencoder` and the one-call latent run (`unmix.train(..., latent=True)`, `unmix train
+--latent`), which trains the autoencoder into OUT/autoencoder inside the same time budget before the diffusion
+(`latent_stages`). A finished stage leaves `finished.json` in its folder, so running the one call again (or with
+resume) goes straight to the diffusion.
 """
 from __future__ import annotations
 
 import json
+import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from unmix.errors import UnmixError
-from unmix.latent import autoencoder_config, finish_autoencoder, stored_objective
+from unmix.store.checkpoint import list_checkpoints
 from unmix.store.files import write_text
 from unmix.training import trainer
+from unmix.training.autoencoder import autoencoder_config, finish_autoencoder, stored_objective
+from unmix.training.config import default_out
 
 # Share of a `train --latent --minutes M` budget spent on the autoencoder. 0.3 was benchmarks/latent_emoji.py's
 # best split for a plain U-Net (run lat-b); with the neighbours' guess (the latent preset) the diffusion learns in
@@ -53,3 +58,45 @@ def is_finished(folder: str | Path) -> bool:
 def stage_budget(minutes: float | None) -> dict:
     """The autoencoder's share of a one-command latent run: {"minutes": ...} or {"steps": ...}."""
     return {"minutes": minutes * AUTOENCODER_SHARE} if minutes is not None else {"steps": AUTOENCODER_STEPS}
+
+
+@dataclass
+class FirstStage:
+    """What the one-call latent run's first stage did: its folder, and (when it trained) its result and metrics."""
+
+    folder: Path
+    result: trainer.TrainResult | None = None
+    metrics: dict | None = None
+
+    @property
+    def interrupted(self) -> bool:
+        return self.result is not None and self.result.stopped_by in ("SIGINT", "SIGTERM")
+
+
+# what the autoencoder stage takes of the run's settings (the rest are the diffusion's)
+STAGE_KEYS = ("data", "size", "styles", "split", "seed", "device", "threads", "compile", "precision")
+
+
+def latent_stages(settings: dict, resume: bool = False, autoencoder: str | None = None, dry_run: bool = False,
+                  announce=None, progress: bool = True) -> tuple[dict, bool, FirstStage]:
+    """Latent diffusion in one call, the first half: train (or finish) the autoencoder into OUT/autoencoder inside
+    the budget unless `autoencoder` names one, then return the diffusion's settings (latent= set, minutes= what
+    the first stage left) and whether the diffusion resumes. `announce(run)` is called before the stage trains.
+    A latent run being resumed holds its own autoencoder; a dry run trains nothing."""
+    settings = dict(settings)
+    out = Path(settings.get("out") or default_out(settings.get("data", "digits")))
+    stage = FirstStage(Path(autoencoder) if autoencoder else out / "autoencoder")
+    if not (autoencoder or dry_run or is_finished(stage.folder) or (resume and not stage.folder.is_dir())):
+        run = start_autoencoder({**{k: settings[k] for k in STAGE_KEYS if k in settings},
+                                 **stage_budget(settings.get("minutes"))},
+                                stage.folder, resume=bool(list_checkpoints(stage.folder)))
+        if announce is not None and run.dist.main:
+            announce(run)
+        t0 = time.monotonic()
+        stage.result = run.train(progress=progress)
+        stage.metrics = finish(run, stage.result)
+        if settings.get("minutes") is not None:
+            settings["minutes"] = round(max(settings["minutes"] - (time.monotonic() - t0) / 60, 0.01), 2)
+    if not (resume and list_checkpoints(out)):
+        settings["latent"], resume = str(stage.folder), False
+    return settings, resume, stage

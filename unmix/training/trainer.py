@@ -27,11 +27,11 @@ from torch import nn
 
 from unmix.data import Dataset, load_dataset
 from unmix.distributed import Dist, cpu_threads, init_distributed, pick_device
+from unmix.encoders import encoder_for_run
 from unmix.errors import UnmixError
-from unmix.latent import autoencoder_for_run, latent_dataset
 from unmix.losses import Recipe
 from unmix.model import Model, rebuild
-from unmix.nets import build_net, net_config
+from unmix.nets import build_net
 from unmix.store import checkpoint as ckpt
 from unmix.text.bank import caption_bank
 from unmix.text.encoder import load_text_encoder, text_dim_of
@@ -140,14 +140,14 @@ class Run:
         if self.dist.main:  # another training writing into out= is refused before any data is read or line printed
             ensure_free(config.out or default_out(config.data))
         warn_lone_launch(self.dist.rank)  # a launcher asked for N processes but started this one alone
+        # what the net works on (unmix.encoders): pixels, or an autoencoder's latents; a given dataset is in its space,
+        # a loaded one is encoded once and kept in memory
+        self.encoder = encoder_for_run(config.latent, resume_from or init_from)
         if dataset is None:
-            dataset = load_dataset(config.data, config.size, config.backgrounds)
-            autoencoder = autoencoder_for_run(config.latent, resume_from or init_from)
-            if autoencoder is not None:  # latent diffusion: the images encoded once, kept in memory
-                dataset = latent_dataset(dataset, autoencoder)
+            dataset = self.encoder.encode_dataset(load_dataset(config.data, config.size, config.backgrounds))
         self.dataset = ds = dataset
-        self.autoencoder = getattr(ds, "autoencoder", None)  # a LatentDataset's (unmix.latent), saved with the run
-        self.config = cfg = fill_defaults(config, ds.name, ds.is_image, ds.labels is not None)
+        preset = self.encoder.preset or ds.name
+        self.config = cfg = fill_defaults(config, preset, ds.is_image, ds.labels is not None)
         if cfg.batch_size % (self.dist.world * cfg.accum):
             raise UnmixError(f"batch_size={cfg.batch_size} must be divisible by processes x accum "
                              f"= {self.dist.world * cfg.accum}")
@@ -159,7 +159,7 @@ class Run:
             noise = {k: getattr(cfg, k) for k in ("p_mean", "p_std") if getattr(cfg, k) is not None}
             self.recipe = Recipe.from_name(cfg.recipe, min_snr_gamma=cfg.min_snr_gamma, sigma_data=cfg.sigma_data,
                                            **noise)
-            self.net_config = network_config(cfg, ds.name, ds.shape, ds.num_classes if cfg.cond == "label" else 0,
+            self.net_config = network_config(cfg, preset, ds.shape, ds.num_classes if cfg.cond == "label" else 0,
                                              self.recipe.noise_scale)
             if cfg.cond == "text":
                 self.net_config["text_dim"] = text_dim_of(cfg.text_encoder)
@@ -222,9 +222,9 @@ class Run:
         }
 
     def checkpoint_config(self) -> dict:
-        latent = {} if self.autoencoder is None else {"autoencoder": net_config(self.autoencoder)}
         return {"net": self.net_config, "recipe": self.recipe.to_dict(), **self.objective.checkpoint_config(),
-                **latent, "data": self.data_description, "train": asdict(self.config), "unmix_version": version()}
+                **self.encoder.checkpoint_config(), "data": self.data_description, "train": asdict(self.config),
+                "unmix_version": version()}
 
     def train(self, progress: bool = True) -> TrainResult:
         """Train until steps, minutes or a signal; save; return where it stopped (rank 0 holds the folder lock)."""
@@ -320,7 +320,7 @@ class Run:
         path = Path(self.config.out) / f"{ckpt.PREFIX}{state.step:08d}"
         if self.dist.main:
             path = state.save(self.config.out, self.checkpoint_config(), self.config.keep,
-                              None if self.autoencoder is None else {"autoencoder": self.autoencoder.state_dict()})
+                              self.encoder.checkpoint_weights() or None)
         if self.dist.world > 1:
             dist.barrier()
         self.last_good = path
@@ -330,7 +330,7 @@ class Run:
             self._save_preview(self.objective.preview(ema, self.dataset), step)
             return
         model = Model(ema, self.recipe, self.data_description,
-                      sampling=self.objective.checkpoint_config().get("sampling"), autoencoder=self.autoencoder)
+                      sampling=self.objective.checkpoint_config().get("sampling"), encoder=self.encoder)
         n, labels = (64 if self.dataset.is_image else 2000), None
         if model.num_classes and self.dataset.is_image:  # one row of 8 per class (the first 10 classes)
             n = 8 * min(model.num_classes, 10)

@@ -11,7 +11,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
 from unmix.errors import UnmixError
-from unmix.samplers import DEFAULT_SAMPLER, list_samplers
+from unmix.samplers import list_samplers, sampling_defaults
 from unmix.web.frames import reverse_frame
 from unmix.web.jobs import JobQueue
 from unmix.web.limits import Fields, Limits
@@ -64,9 +64,9 @@ class Web:
     def sampling(self, f: Fields, entry: Entry | None = None, nfe: int = 32, count: int = 16) -> dict:
         """sampler, nfe, seed and count, bounded; sampler and nfe default to the model's own (a distilled model's)."""
         lim = self.limits
-        own = (entry.config.get("sampling") if entry is not None else None) or {}
-        return {"sampler": f.choice("sampler", own.get("sampler", DEFAULT_SAMPLER), list_samplers()),
-                "nfe": f.int("nfe", own.get("nfe", nfe), 1, lim.max_nfe), "seed": f.int("seed", 0, 0, 2**31 - 1),
+        sampler, nfe = sampling_defaults(entry.config.get("sampling") if entry is not None else None, default_nfe=nfe)
+        return {"sampler": f.choice("sampler", sampler, list_samplers()),
+                "nfe": f.int("nfe", nfe, 1, lim.max_nfe), "seed": f.int("seed", 0, 0, 2**31 - 1),
                 "count": f.int("count", count, 1, lim.max_count)}
 
     def steering(self, f: Fields, entry: Entry) -> dict:

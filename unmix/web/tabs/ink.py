@@ -49,18 +49,17 @@ async def reverse(request: Request):
 
     def work(progress) -> dict:
         model = web.models.model(entry.name)
-        if model.autoencoder is not None:
-            raise UnmixError(f"{entry.name} is a latent model: it denoises latents, not these pixels; "
-                             "choose a pixel-space model to run the ink back")
-        x_k = trajectory(x0, sigmas[: index + 1], torch.Generator().manual_seed(seed))[index].to(model.device)
         sigma = sigmas[index]
         if sigma <= 0:
             raise UnmixError("move the slider above sigma = 0: there is no noise to run back")
+        # in the space the model denoises (a latent model's latents: the same path's noise, on the encoded image)
+        z0 = model.encoder.encode(x0.to(model.device)).cpu()
+        x_k = trajectory(z0, sigmas[: index + 1], torch.Generator().manual_seed(seed))[index].to(model.device)
         lo = model.recipe.sigma_range()[0]
-        x = sample(model.denoiser, x_k.shape, s["sampler"], s["nfe"], generator=torch.Generator().manual_seed(seed + 1),
+        z = sample(model.denoiser, x_k.shape, s["sampler"], s["nfe"], generator=torch.Generator().manual_seed(seed + 1),
                    x_init=x_k, sigma_max=sigma, sigma_min=min(lo, sigma), device=model.device,
-                   callback=streamed(progress))
-        return {"image": grid_url(x.clamp(-1, 1)), "sigma": sigma}
+                   callback=model.encoder.decoding(streamed(progress)))
+        return {"image": grid_url(model.encoder.decode(z).clamp(-1, 1)), "sigma": sigma}
 
     return web.stream(work)
 
