@@ -1,11 +1,7 @@
-import sys
-from pathlib import Path
-
 import pytest
 import torch
 
-# the diffusers bridge lives with the benchmarks; tests reuse it for parity checks
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+torch.set_num_threads(1)  # at import: module-scoped fixtures and collection run before the fixture below
 
 
 @pytest.fixture(autouse=True)

@@ -4,7 +4,6 @@ import os
 import unicodedata
 
 import pytest
-import torch
 from PIL import Image
 
 from unmix.data import emoji as emoji_mod
@@ -12,7 +11,6 @@ from unmix.data import load_dataset
 from unmix.errors import UnmixError
 from unmix.text.captions import emoji_captions, unique
 
-torch.set_num_threads(1)
 HAS_FONT = any(os.path.isfile(p) for p in emoji_mod.FONT_PATHS)
 
 

@@ -7,8 +7,6 @@ import torch
 from unmix.errors import UnmixError
 from unmix.store import checkpoint as ckpt
 
-torch.set_num_threads(1)
-
 
 def _save(run, step, keep=3, value=1.0):
     w = {"w": torch.full((2, 2), value)}

@@ -10,8 +10,6 @@ from unmix.losses import Recipe
 from unmix.model import Model
 from unmix.nets import UNet, UNetConfig
 
-torch.set_num_threads(1)
-
 
 def _checkpoint(folder, num_classes):
     torch.manual_seed(0)

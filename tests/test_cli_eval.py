@@ -4,12 +4,10 @@ import pickle
 
 import numpy as np
 import pytest
-import torch
 
 import unmix.cli.commands  # noqa: F401  (registers the commands)
 from unmix.cli.app import run_app
 
-torch.set_num_threads(1)
 TINY_UNET = dict(channels=8, channel_mult=[1], num_res_blocks=1, attn_levels=[])
 
 

@@ -9,8 +9,6 @@ from unmix.data import Dataset, load_dataset
 from unmix.data import emoji as emoji_mod
 from unmix.errors import UnmixError
 
-torch.set_num_threads(1)
-
 
 def test_digits_are_8x8_with_17_grey_levels_and_10_classes():
     ds = load_dataset("digits")

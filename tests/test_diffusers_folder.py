@@ -19,7 +19,6 @@ from unmix.guidance import ClassifierFreeGuidance
 from unmix.samplers import sample
 
 diffusers = pytest.importorskip("diffusers")
-torch.set_num_threads(1)
 SHAPE = (3, 1, 8, 8)
 
 

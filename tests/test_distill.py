@@ -24,7 +24,6 @@ from unmix.samplers import default_sigmas, sample_euler, sample_heun
 from unmix.training.config import TrainConfig
 from unmix.training.trainer import start
 
-torch.set_num_threads(1)
 F64 = torch.float64
 
 

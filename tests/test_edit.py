@@ -9,8 +9,6 @@ from unmix.edit import edit, strength_to_sigma
 from unmix.errors import UnmixError
 from unmix.samplers import sample
 
-torch.set_num_threads(1)
-
 
 @pytest.fixture(scope="module")
 def digits():

@@ -19,7 +19,6 @@ from unmix.metrics import evaluate, features
 from unmix.metrics.cache import metrics_dir
 from unmix.store.files import read_metadata
 
-torch.set_num_threads(1)
 N = 300  # images in each folder, and in each held-out set
 
 

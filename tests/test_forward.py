@@ -7,7 +7,6 @@ from unmix.errors import UnmixError
 from unmix.forward import add_noise, add_noise_ddpm, trajectory, vp_view
 from unmix.schedules import DiscreteSchedule
 
-torch.set_num_threads(1)
 N = 200_000
 
 

@@ -10,8 +10,6 @@ from unmix.guidance import DEFAULT_GUIDANCE, ClassifierFreeGuidance, conditionin
 from unmix.metrics.exact import sliced_w2
 from unmix.samplers import sample
 
-torch.set_num_threads(1)
-
 
 def labelled_ring():
     """Eight Gaussians on a circle; components 0..3 are class 0 .. 3, components 4..7 classes 0..3 again."""

@@ -33,7 +33,8 @@ def test_default_config_is_the_unconditional_net_and_old_configs_load():
     assert cfg["cond_channels"] == 0
     old = {k: v for k, v in cfg.items() if k != "cond_channels"}  # a checkpoint written before this field existed
     rebuilt = build_net(old)
-    assert rebuilt.load_state_dict(plain.state_dict(), strict=True) is not None
+    rebuilt.load_state_dict(plain.state_dict(), strict=True)  # raises on a missing or unexpected key
+    assert all(torch.equal(a, b) for a, b in zip(rebuilt.state_dict().values(), plain.state_dict().values()))
     cond = UNet(UNetConfig(cond_channels=3, **TINY))
     assert cond.conv_in.weight.shape[1] == 3 + 3 + 1  # input, condition, "present" plane
     assert set(cond.state_dict()) == set(plain.state_dict())

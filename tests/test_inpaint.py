@@ -8,8 +8,6 @@ from unmix.inpaint import exact_conditional, inpaint
 from unmix.metrics.exact import sliced_w2
 from unmix.samplers import list_samplers
 
-torch.set_num_threads(1)
-
 MASK = torch.tensor([[[False, False], [True, True]]])  # keep the top row of a 1x2x2 image, fill the bottom
 SEEN = torch.tensor([[[0.7, 0.7], [0.0, 0.0]]])
 

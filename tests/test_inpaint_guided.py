@@ -13,8 +13,6 @@ from unmix.metrics.exact import sliced_w2
 from unmix.nets.mlp import MLP, MLPConfig
 from unmix.samplers import list_samplers
 
-torch.set_num_threads(1)
-
 MASK = torch.tensor([[[False, False], [True, True]]])  # keep the top row of a 1x2x2 image, fill the bottom
 
 

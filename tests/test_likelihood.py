@@ -17,7 +17,6 @@ from unmix.likelihood import (
 )
 from unmix.schedules import DiscreteSchedule
 
-torch.set_num_threads(1)
 F64 = torch.float64
 
 

@@ -2,12 +2,9 @@
 import math
 
 import pytest
-import torch
 
 from unmix.api import nll
 from unmix.likelihood import uniform_bits_per_dim
-
-torch.set_num_threads(1)
 
 
 @pytest.mark.slow

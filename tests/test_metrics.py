@@ -11,8 +11,6 @@ from unmix.metrics import evaluate, features, frechet_distance, kid, precision_r
 from unmix.store import files as fsutil
 from unmix.store.files import cache_dir, read_metadata
 
-torch.set_num_threads(1)
-
 
 @pytest.fixture(scope="module")
 def cache(tmp_path_factory):

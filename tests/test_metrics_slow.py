@@ -1,12 +1,9 @@
 """The emoji feature space (a classifier of Unicode groups): built from the rendered font, then FD behaves."""
 import pytest
-import torch
 from test_eval_folder import _blurred  # Gaussian blur of std s pixels per channel, edges repeated
 
 from unmix.metrics import evaluate, features
 from unmix.store.files import read_metadata
-
-torch.set_num_threads(1)
 
 
 @pytest.mark.slow

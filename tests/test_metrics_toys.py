@@ -7,8 +7,6 @@ from unmix.errors import UnmixError
 from unmix.metrics import evaluate, sliced_w2
 from unmix.metrics.toys import TOYS, toy_mixture
 
-torch.set_num_threads(1)
-
 
 @pytest.mark.parametrize("name", TOYS)
 def test_exact_mixture_matches_the_dataset(name):

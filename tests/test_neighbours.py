@@ -16,7 +16,6 @@ from unmix.training.config import TrainConfig
 from unmix.training.objectives import DiffusionObjective
 from unmix.training.trainer import resume, start
 
-torch.set_num_threads(1)
 TINY = dict(in_channels=2, channels=8, channel_mult=(1, 2), num_res_blocks=1, attn_levels=(), head_channels=8)
 
 

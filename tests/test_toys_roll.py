@@ -13,7 +13,6 @@ from unmix.data.toys import NOISE, load_toy
 from unmix.errors import UnmixError
 from unmix.metrics.toys import toy_mixture
 
-torch.set_num_threads(1)
 LN2 = math.log(2)
 
 

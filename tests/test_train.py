@@ -12,7 +12,6 @@ from unmix.store import checkpoint as ckpt
 from unmix.training.config import TrainConfig
 from unmix.training.trainer import resume, start
 
-torch.set_num_threads(1)
 TINY_UNET = {"channels": 8, "channel_mult": [1, 2], "num_res_blocks": 1, "attn_levels": [1]}
 
 

@@ -14,7 +14,6 @@ from safetensors.torch import load_file
 from unmix.training.config import TrainConfig
 from unmix.training.trainer import start
 
-torch.set_num_threads(1)
 CONFIG = dict(data="digits", steps=4, batch_size=8, threads=1, log_every=2, checkpoint_every=4, sample_every=10**6,
               nfe=2, net={"channels": 8, "channel_mult": [1, 2], "num_res_blocks": 1, "attn_levels": [1]})
 SCRIPT = textwrap.dedent(

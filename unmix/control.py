@@ -6,7 +6,7 @@ import torch
 from unmix.errors import UnmixError
 
 
-def unwrap(model, sigma_min: float | None = None, sigma_max: float | None = None):
+def denoiser_and_range(model, sigma_min: float | None = None, sigma_max: float | None = None):
     """(denoiser, sigma_min, sigma_max) from a loaded Model (its recipe's range, as Model.sample uses)
     or a bare denoiser (None: the samplers' default grid for the budget).
 

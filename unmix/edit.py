@@ -14,7 +14,7 @@ import math
 import torch
 
 from unmix import rng
-from unmix.control import generator_for, image_batch, unwrap
+from unmix.control import denoiser_and_range, generator_for, image_batch
 from unmix.errors import UnmixError
 from unmix.samplers import DEFAULT_SAMPLER, default_sigmas, sample
 
@@ -54,10 +54,10 @@ def edit(
 ):
     """n edits of `image` [C, H, W] (or one per row of [n, C, H, W]) at `strength`, with at most nfe calls.
 
-    `model` is a loaded Model or any denoiser (see control.unwrap for the sigma range used).
+    `model` is a loaded Model or any denoiser (see control.denoiser_and_range for the sigma range used).
     """
     check_strength(strength)
-    denoiser, sigma_min, sigma_max = unwrap(model, sigma_min, sigma_max)
+    denoiser, sigma_min, sigma_max = denoiser_and_range(model, sigma_min, sigma_max)
     full = default_sigmas(sampler, nfe, sigma_min, sigma_max)  # the plain-generation grid: strength 1
     lo, hi = float(full[-2]), float(full[0])
     sigma = strength_to_sigma(strength, lo, hi)

@@ -28,7 +28,7 @@ import torch
 
 from unmix import rng
 from unmix.analytic import GaussianMixture
-from unmix.control import generator_for, image_batch, unwrap
+from unmix.control import denoiser_and_range, generator_for, image_batch
 from unmix.denoiser import CountingDenoiser, as_denoiser, expand_like, sigma_batch
 from unmix.errors import UnmixError
 from unmix.samplers import DEFAULT_SAMPLER, default_sigmas, get_sampler
@@ -131,7 +131,7 @@ def inpaint(
 ):
     """n completions of `image` [C, H, W] (or one per row of [n, C, H, W]) where `mask` is True.
 
-    `model` is a loaded Model or any denoiser (see control.unwrap for the sigma range used).
+    `model` is a loaded Model or any denoiser (see control.denoiser_and_range for the sigma range used).
 
     `nfe` sets the sampler's grid (`sigmas` overrides it); repaint walks it `repeats` times per
     segment, so its total NFE is about repeats * nfe, plus one call per re-noised segment (see
@@ -148,7 +148,7 @@ def inpaint(
     generator = generator_for(seed, generator)
     y = image_batch(image, n)
     mask = check_mask(mask, y.shape[1:])
-    denoiser, sigma_min, sigma_max = unwrap(model, sigma_min, sigma_max)
+    denoiser, sigma_min, sigma_max = denoiser_and_range(model, sigma_min, sigma_max)
     denoiser = as_denoiser(denoiser)
     spec = get_sampler(sampler)
     if sigmas is None:

@@ -15,7 +15,8 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 from unmix.errors import UnmixError
-from unmix.losses import RECIPES
+from unmix.losses import RECIPES, Recipe
+from unmix.text.encoder import text_dim_of
 
 CONDITIONS = ("none", "label", "text")
 PRECISIONS = ("auto", "fp32", "bf16")
@@ -255,3 +256,22 @@ def network_config(cfg: TrainConfig, name: str, shape: tuple[int, ...], num_clas
         net.pop("neighbours", None)  # the latent preset's guess is for unconditional and label nets
     net.update(cfg.net)
     return net
+
+
+def resolve(cfg: TrainConfig, dataset, preset: str, stored: dict | None = None) -> tuple[TrainConfig, Recipe, dict]:
+    """The one place a run's settings are resolved: (config with the preset's defaults filled in, recipe, network
+    config). A new run's network is sized to the data with the user's overrides, the text width of a text run and
+    the condition channels of an image-conditioned dataset; a resumed or fine-tuned run keeps the network and recipe
+    of its checkpoint (`stored`, its config.json). `preset`: the encoder's (latents) or the dataset's name."""
+    ds = dataset
+    cfg = fill_defaults(cfg, preset, ds.is_image, ds.labels is not None)
+    if stored is not None:
+        return cfg, Recipe.from_dict(stored["recipe"]), stored["net"]
+    noise = {k: getattr(cfg, k) for k in ("p_mean", "p_std") if getattr(cfg, k) is not None}
+    recipe = Recipe.from_name(cfg.recipe, min_snr_gamma=cfg.min_snr_gamma, sigma_data=cfg.sigma_data, **noise)
+    net = network_config(cfg, preset, ds.shape, ds.num_classes if cfg.cond == "label" else 0, recipe.noise_scale)
+    if cfg.cond == "text":
+        net["text_dim"] = text_dim_of(cfg.text_encoder)
+    if getattr(ds, "cond_shape", None):  # an image-conditioned dataset (product): SR3/Palette concatenation
+        net["cond_channels"] = ds.cond_shape[0]
+    return cfg, recipe, net

@@ -29,13 +29,12 @@ from unmix.data import Dataset, load_dataset
 from unmix.distributed import Dist, cpu_threads, init_distributed, pick_device
 from unmix.encoders import encoder_for_run
 from unmix.errors import UnmixError
-from unmix.losses import Recipe
 from unmix.model import Model, rebuild
 from unmix.nets import build_net
 from unmix.store import checkpoint as ckpt
 from unmix.text.bank import caption_bank
-from unmix.text.encoder import load_text_encoder, text_dim_of
-from unmix.training.config import RESCUE_KEYS, RUNTIME_KEYS, TrainConfig, check_config, default_out, fill_defaults, network_config
+from unmix.text.encoder import load_text_encoder
+from unmix.training.config import RESCUE_KEYS, RUNTIME_KEYS, TrainConfig, check_config, default_out, resolve
 from unmix.training.launch import warn_lone_launch
 from unmix.training.log import StepStats, Stop, append_log, progress_bar, truncate_log, version
 from unmix.training.objectives import LAYOUT_ROWS, DiffusionObjective, ImageCondObjective, TextDiffusionObjective, split
@@ -130,11 +129,10 @@ class TrainResult:
 
 class Run:
     """A resolved run, ready to train: config, dataset, network config, objective, device. Build it with
-    `start` (new run, optionally from trained weights) or `resume` (continue a run folder)."""
+    `start` (new run, optionally from trained weights) or `resume` (continue a run folder), which check the config."""
 
     def __init__(self, config: TrainConfig, dataset: Dataset | None, resume_from: ckpt.Checkpoint | None = None,
                  init_from: ckpt.Checkpoint | None = None, objective=None):
-        check_config(config)
         self.dist = init_distributed(config.device)
         self.device = pick_device(config.device, self.dist)
         if self.dist.main:  # another training writing into out= is refused before any data is read or line printed
@@ -146,25 +144,19 @@ class Run:
         if dataset is None:
             dataset = self.encoder.encode_dataset(load_dataset(config.data, config.size, config.backgrounds))
         self.dataset = ds = dataset
-        preset = self.encoder.preset or ds.name
-        self.config = cfg = fill_defaults(config, preset, ds.is_image, ds.labels is not None)
+        stored = resume_from or init_from
+        if stored is not None:
+            rebuild(stored.config, stored.path)  # a damaged config.json is one clear error before it is used
+        self.config, self.recipe, self.net_config = resolve(config, ds, self.encoder.preset or ds.name,
+                                                            stored.config if stored is not None else None)
+        cfg = self.config
         if cfg.batch_size % (self.dist.world * cfg.accum):
             raise UnmixError(f"batch_size={cfg.batch_size} must be divisible by processes x accum "
                              f"= {self.dist.world * cfg.accum}")
         self.resume_from, self.init_from, self.last_record = resume_from, init_from, {}
-        stored = resume_from or init_from
         if stored is not None:
             self._adopt(stored)
         else:
-            noise = {k: getattr(cfg, k) for k in ("p_mean", "p_std") if getattr(cfg, k) is not None}
-            self.recipe = Recipe.from_name(cfg.recipe, min_snr_gamma=cfg.min_snr_gamma, sigma_data=cfg.sigma_data,
-                                           **noise)
-            self.net_config = network_config(cfg, preset, ds.shape, ds.num_classes if cfg.cond == "label" else 0,
-                                             self.recipe.noise_scale)
-            if cfg.cond == "text":
-                self.net_config["text_dim"] = text_dim_of(cfg.text_encoder)
-            if getattr(ds, "cond_shape", None):  # an image-conditioned dataset (product): SR3/Palette concatenation
-                self.net_config["cond_channels"] = ds.cond_shape[0]
             build_net(self.net_config)  # validates the settings
         if resume_from is None and ckpt.list_checkpoints(cfg.out):
             raise UnmixError(f"{cfg.out} already holds checkpoints; pass resume=True to continue that run, "
@@ -193,14 +185,12 @@ class Run:
         return TextDiffusionObjective(self.recipe, bank, self.config.label_dropout, self.dataset, rows)
 
     def _adopt(self, c: ckpt.Checkpoint) -> None:
-        """Take the network and recipe of a checkpoint (resume or fine-tune), checked against this data."""
+        """Check a checkpoint whose network and recipe this run takes (resume or fine-tune) against this data."""
         stored, ds = c.config, self.dataset
         shape = list(ds.describe()["shape"])  # a latent dataset describes its images
         if list((stored.get("data") or {}).get("shape", [])) != shape:
             raise UnmixError(f"the dataset gives items of shape {shape}, but {c.path} was trained on "
                              f"{(stored.get('data') or {}).get('shape')}")
-        rebuild(stored, c.path)
-        self.net_config, self.recipe = stored["net"], Recipe.from_dict(stored["recipe"])
         classes = int(self.net_config.get("num_classes", 0))
         if self.config.cond == "label" and classes != ds.num_classes:
             raise UnmixError(f"{c.path} was trained with {classes} classes, the dataset has {ds.num_classes}; "
@@ -384,6 +374,7 @@ def resume(out: str | Path, dataset: Dataset | None = None, objective=None, **ch
                              f"{', '.join(sorted(RUNTIME_KEYS | RESCUE_KEYS))} may change (start a new run from its "
                              "weights with init= to change the rest)")
     stored.out = str(out)
+    check_config(stored)
     return Run(stored, dataset, resume_from=c, objective=objective)
 
 
