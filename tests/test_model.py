@@ -38,7 +38,7 @@ def test_save_replaces_atomically_and_refuses_a_file(model, tmp_path):
     model.save(tmp_path / "m")
     model.save(tmp_path / "m")  # saving again over the same folder
     assert sorted(p.name for p in (tmp_path / "m").iterdir()) == ["config.json", "ema.safetensors", "model.safetensors"]
-    assert not list(tmp_path.glob(".tmp-*")) and not list(tmp_path.glob(".old-*"))
+    assert not list(tmp_path.glob(".*.tmp-*")) and not list(tmp_path.glob(".*.old-*"))
     (tmp_path / "file").write_text("x")
     with pytest.raises(UnmixError, match="is a file"):
         model.save(tmp_path / "file")

@@ -37,6 +37,7 @@ from unmix.errors import UnmixError
 from unmix.losses import Recipe
 from unmix.model import load
 from unmix.store import checkpoint as ckpt
+from unmix.store.files import write_text
 from unmix.training.config import TrainConfig
 from unmix.training.trainer import TrainResult, resume, start
 
@@ -277,7 +278,5 @@ def _done_step(out: Path) -> int:
 
 
 def _atomic_json(path: Path, data: dict) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data) + "\n")
-    os.replace(tmp, path)
+    write_text(path, json.dumps(data) + "\n")
 

@@ -17,7 +17,6 @@ import csv
 import io
 import os
 import re
-import shutil
 from collections.abc import Callable
 from pathlib import Path
 
@@ -28,6 +27,7 @@ from unmix.errors import UnmixError
 from unmix.guidance import DEFAULT_GUIDANCE
 from unmix.model import Model, load
 from unmix.samplers import DEFAULT_SAMPLER, get_sampler
+from unmix.store.files import atomic_folder
 
 COLUMNS = ("file", "label", "class_name", "seed", "guidance", "sampler", "nfe")
 
@@ -49,29 +49,12 @@ def plan(num_classes: int, per_class: int, seed: int) -> list[tuple[int, int, in
     return [(c, i, seed + i * num_classes + c) for c in range(num_classes) for i in range(per_class)]
 
 
-def _prepare(out: Path, overwrite: bool) -> Path:
-    """Check OUT may be written and return a fresh temporary sibling to build it in."""
+def _check_out(out: Path, overwrite: bool) -> None:
+    """OUT may be written: a new or empty folder, or any folder with overwrite."""
     if out.exists() and not out.is_dir():
         raise UnmixError(f"out={str(out)!r} is a file; give a folder to write the images into")
     if out.is_dir() and any(out.iterdir()) and not overwrite:
         raise UnmixError(f"out={str(out)!r} already holds files; choose an empty or new folder, or pass overwrite=True")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    for stale in out.parent.glob(f".{out.name}.tmp-*"):  # left by a crashed run (one writer per folder)
-        shutil.rmtree(stale, ignore_errors=True)
-    tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
-    tmp.mkdir()
-    return tmp
-
-
-def _publish(tmp: Path, out: Path) -> None:
-    """Rename the finished folder into place; an existing OUT is moved aside first and then deleted."""
-    old = None
-    if out.exists():
-        old = out.parent / f".{out.name}.old-{os.getpid()}"
-        os.replace(out, old)
-    os.replace(tmp, out)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
 
 
 def synthesize(
@@ -109,8 +92,8 @@ def synthesize(
     names = (model.class_names or [str(c) for c in range(k)])[:k]
     dirs = folder_names(names)
     out = Path(out).expanduser()
-    tmp = _prepare(out, overwrite)
-    try:
+    _check_out(out, overwrite)
+    with atomic_folder(out) as tmp:
         for d in dirs:
             (tmp / d).mkdir()
         rows = []
@@ -130,10 +113,6 @@ def synthesize(
         writer.writerow(COLUMNS)
         writer.writerows(rows)
         (tmp / "labels.csv").write_text(buf.getvalue())
-        _publish(tmp, out)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
     return out
 
 

@@ -10,6 +10,7 @@ import torch
 
 from unmix.data.images import auto_scale, make_grid, render_batch, save_png, to_pil
 from unmix.errors import UnmixError
+from unmix.store.files import atomic_path
 
 GRID_LIMIT = 1024  # images drawn in one grid; the rest are still written one by one and to .npy
 
@@ -81,11 +82,6 @@ def write_samples(folder: Path, x: torch.Tensor, seeds: list[int], nrow: int | N
 
 def save_npy(path: Path, x: torch.Tensor) -> str:
     """Raw samples as float32 .npy (values in [-1, 1]), written atomically."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp.npy")
-    try:
+    with atomic_path(path, make_parents=True) as tmp:  # keeps the .npy suffix, so np.save adds none
         np.save(tmp, x.numpy().astype(np.float32))
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
     return str(path)

@@ -10,6 +10,7 @@ import torch
 from PIL import Image, ImageDraw
 
 from unmix.errors import UnmixError
+from unmix.store.files import atomic_path
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
 
@@ -157,11 +158,6 @@ def load_mask_for(path: str | os.PathLike, image_size: tuple[int, int], shape) -
 
 def save_png(img: Image.Image, path: str | os.PathLike) -> Path:
     """Save a PNG atomically (a temporary sibling, then renamed), so a crash never leaves half a file."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
+    with atomic_path(path) as tmp:
         img.save(tmp, format="PNG")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
+    return Path(path)

@@ -25,6 +25,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load, save_file
 
 from unmix.errors import UnmixError
+from unmix.store.files import atomic_folder
 
 FORMAT, VERSION = "unmix-checkpoint", 1
 PREFIX = "checkpoint-"
@@ -36,14 +37,6 @@ KNOWN_KEYS = frozenset({"format", "version", "step", "net", "recipe", "data", "t
 
 def _tensors(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return {k: v.detach().to("cpu").contiguous() for k, v in state.items()}
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _write_json(path: Path, obj) -> None:
@@ -98,25 +91,8 @@ def write_folder(final: Path, config: dict, weights: dict[str, dict[str, torch.T
     final = Path(final)
     if final.exists() and not final.is_dir():
         raise UnmixError(f"{final} is a file; a checkpoint is written as a folder, choose another path")
-    final.parent.mkdir(parents=True, exist_ok=True)
-    for stale in final.parent.glob(f".tmp-{final.name}-*"):  # left by a crashed write (one writer per folder)
-        shutil.rmtree(stale, ignore_errors=True)
-    tmp = final.parent / f".tmp-{final.name}-{os.getpid()}"
-    tmp.mkdir()
-    try:
+    with atomic_folder(final) as tmp:
         _write_files(tmp, step, config, weights, state)
-        _fsync_dir(tmp)
-        if final.exists():  # re-saving: move the old one aside first
-            old = final.parent / f".old-{final.name}-{os.getpid()}"
-            os.replace(final, old)
-            os.replace(tmp, final)
-            shutil.rmtree(old)
-        else:
-            os.replace(tmp, final)
-        _fsync_dir(final.parent)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
     return final
 
 
@@ -137,9 +113,6 @@ def _write_files(folder: Path, step: int, config: dict, weights, state) -> None:
         tensors, skeleton = flatten_state(state)
         save_file(_tensors(tensors), folder / "state.safetensors", metadata={"format": FORMAT})
         _write_json(folder / "state.json", skeleton)
-    for f in folder.iterdir():
-        with open(f, "rb") as fh:
-            os.fsync(fh.fileno())
 
 
 # -- finding and reading --------------------------------------------------------------------------
