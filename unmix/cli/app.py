@@ -22,9 +22,14 @@ app = typer.Typer(
     help="unmix: train, sample, steer and measure denoising diffusion models.",
 )
 
-# Python names (library settings) whose flag is spelled differently; every other `name=` becomes `--name`.
-FLAG_NAMES = {"min_snr_gamma": "--min-snr", "ema_halflife_kimg": "--ema-halflife", "num_res_blocks": "--blocks",
-              "attn_levels": "--attn", "patch_size": "--patch", "labels": "--label", "prompts": "--prompt"}
+# The one table of Python names whose flag is spelled differently (a TrainConfig field; "net." a network setting;
+# an API argument); every other `name=` is `--name`. `as_flags` words errors with it, `unmix train` reads flags with it.
+PYTHON_TO_FLAG = {"min_snr_gamma": "min-snr", "ema_halflife_kimg": "ema-halflife", "net.channels": "channels",
+                  "net.channel_mult": "channel-mult", "net.num_res_blocks": "blocks", "net.attn_levels": "attn",
+                  "net.dropout": "dropout", "net.patch_size": "patch", "net.layout": "layout",
+                  "net.neighbours": "neighbours", "net.neighbours_leave_out": "leave-out", "labels": "label",
+                  "prompts": "prompt"}
+_BY_NAME = {name.removeprefix("net."): "--" + flag for name, flag in PYTHON_TO_FLAG.items()}
 
 
 def as_flags(message: str) -> str:
@@ -33,7 +38,7 @@ def as_flags(message: str) -> str:
 
     def flag(m: re.Match) -> str:
         name = m.group(1)
-        return FLAG_NAMES.get(name, "--" + name.replace("_", "-")) + " "
+        return _BY_NAME.get(name, "--" + name.replace("_", "-")) + " "
 
     return re.sub(r"(?<![\w.-])([a-z][a-z0-9_]*)=(?!=)(\s?)", flag, message).rstrip()
 
