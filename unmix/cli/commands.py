@@ -1,6 +1,7 @@
 """Every command module, imported once so that each registers its commands on the shared app."""
 from unmix.cli import (  # noqa: F401
     control_cmd,
+    data_cmd,
     demo,
     distill_cmd,
     eval_cmd,
