@@ -9,7 +9,7 @@ from importlib import import_module
 
 _API = {
     "Model": "unmix.model", "load": "unmix.model", "UnmixError": "unmix.errors", "list_samplers": "unmix.samplers",
-    **{name: "unmix.api" for name in ("evaluate", "forward_pictures", "nll", "sample", "save_grid", "train")},
+    **{name: "unmix.api" for name in ("audit", "evaluate", "forward_pictures", "nll", "sample", "save_grid", "train")},
 }
 __all__ = sorted(_API)
 

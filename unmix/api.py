@@ -5,7 +5,8 @@
     unmix.save_grid(images, "digits.png")
 
 and the rest of the job: `resume` or fine-tune (`train(..., init=CHECKPOINT)`) a run, `inpaint` and `edit` images,
-`evaluate` sample quality, `nll` likelihoods, and `forward_pictures` of the noising process. Everything here is
+`evaluate` sample quality (copies of training pictures included), `audit` any pictures for copies, `nll`
+likelihoods, and `forward_pictures` of the noising process. Everything here is
 a short composition of the library below it; the CLI and the web page call these and nothing deeper.
 """
 from __future__ import annotations
@@ -17,9 +18,11 @@ import torch
 
 from unmix.data import load_dataset
 from unmix.data.images import load_image_for, pil_to_array, read_image, render_batch, resize_crop, save_png
+from unmix.data.pictures import dataset_pictures, fit_pictures, heldout_spec, read_pictures
 from unmix.data.toys import load_toy
 from unmix.errors import UnmixError
 from unmix.likelihood import METHODS, data_levels, ode_bits_per_dim, toy_nll, uniform_bits_per_dim, vlb_bits_per_dim
+from unmix.metrics.copies import check_copies
 from unmix.metrics.prompts import prompt_adherence
 from unmix.metrics.quality import check_count, check_data
 from unmix.metrics.quality import evaluate as evaluate_samples
@@ -97,7 +100,9 @@ def evaluate(model, n: int = 1000, sampler: str | None = None, nfe: int | None =
     With `prompts` (a text model trained on emoji), n samples are drawn for each prompt and prompt adherence
     (unmix.metrics.prompts: identity top-1/top-5 and group accuracy, keyword hits, retrieval) is reported
     beside FD, KID, precision and recall of all of them. sampler and nfe default to the model's own. A diffusers
-    folder is measured against the dataset named by `data`."""
+    folder is measured against the dataset named by `data`. Images also get "copies" (unmix.metrics.copies): the
+    share of samples that copy a training picture and their median PSNR to the nearest one, beside the same for
+    real pictures the run never saw (the held-out split of data that has one, else leave-one-out)."""
     model = _model(model, device)
     sampler, nfe = model.sampling_defaults(sampler, nfe)
     get_sampler(sampler)
@@ -106,7 +111,8 @@ def evaluate(model, n: int = 1000, sampler: str | None = None, nfe: int | None =
     if prompts is None:
         check_count(n, trained_on)
         samples = model.sample(n, seed=seed, sampler=sampler, nfe=nfe, callback=callback, guidance=guidance)
-        return {**evaluate_samples(samples, trained_on, seed), "data": trained_on, "sampler": sampler, "nfe": nfe}
+        result = {**evaluate_samples(samples, trained_on, seed), "data": trained_on, "sampler": sampler, "nfe": nfe}
+        return result if trained_on in TOYS else {**result, "copies": _copies(samples, trained_on)}
     if trained_on != "emoji" or not model.is_text:
         raise UnmixError(f"prompt adherence is measured for text models trained on emoji; {model.checkpoint} is "
                          f"{'a text' if model.is_text else 'not a text'} model of {trained_on}")
@@ -116,7 +122,41 @@ def evaluate(model, n: int = 1000, sampler: str | None = None, nfe: int | None =
                            nfe=nfe, callback=callback, prompts=per_sample, guidance=guidance)
     adherence = {f"prompt_{k}": v for k, v in prompt_adherence(samples, per_sample).items()}
     return {**evaluate_samples(samples, trained_on, seed), **adherence, "data": trained_on, "sampler": sampler,
-            "nfe": nfe, "guidance": guidance}
+            "nfe": nfe, "guidance": guidance, "copies": _copies(samples, trained_on)}
+
+
+def audit(samples, against: str, heldout: str | None = None, sheet=None, worst: int = 32) -> dict:
+    """The copy check (unmix.metrics.copies) of any pictures against any image dataset.
+
+    samples: pictures [N, C, H, W] in [-1, 1], a .npy of them, or a folder of image files (pictures enlarged by a
+    whole factor, as `unmix sample` writes them, are averaged back). against: the training data, read at the
+    samples' side where it has a choice. heldout: real pictures never trained on, for the reference (default:
+    each training picture against the others). sheet: a PNG of the `worst` most copy-like samples, each beside
+    its nearest training picture. Returns the figures and those cases (sample and nearest training item named by
+    file where there are files)."""
+    if sheet is not None:
+        sheet = Path(sheet)
+        _check_suffix(sheet, ".png")
+        _check_folder(sheet.parent, sheet)
+    x, names = read_pictures(samples) if isinstance(samples, (str, os.PathLike)) else (torch.as_tensor(samples), None)
+    if x.ndim != 4:
+        raise UnmixError(f"samples must be pictures [N, C, H, W], got shape {list(x.shape)}")
+    train = dataset_pictures(against, x.shape[-1])
+    reference = None if heldout is None else dataset_pictures(heldout, train.shape[-1]).data
+    check = check_copies(fit_pictures(x, train.shape), train.data, reference)
+    if sheet is not None:
+        save_png(check.sheet(worst), sheet)
+    files = train.info.get("files")
+    cases = [{**c, "sample": names[c["sample"]] if names else c["sample"],
+              "nearest_item": files[c["nearest_item"]] if files else c["nearest_item"]} for c in check.cases(worst)]
+    return {**check.figures(), "data": against, "heldout": heldout, "worst": cases}
+
+
+def _copies(samples: torch.Tensor, trained_on: str) -> dict:
+    """The copy check of a model's samples against its training pictures, beside its held-out split if it has one."""
+    heldout = heldout_spec(trained_on)
+    reference = None if heldout is None else dataset_pictures(heldout, samples.shape[-1]).data
+    return check_copies(samples, dataset_pictures(trained_on, samples.shape[-1]).data, reference).figures()
 
 
 def _measured_against(model: Model, data: str | None) -> str:

@@ -1,5 +1,6 @@
 """Every command module, imported once so that each registers its commands on the shared app."""
 from unmix.cli import (  # noqa: F401
+    audit_cmd,
     control_cmd,
     data_cmd,
     demo,

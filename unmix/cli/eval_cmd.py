@@ -1,4 +1,5 @@
-"""`unmix eval` (sample quality) and `unmix nll` (likelihood): one line per number, optionally JSON."""
+"""`unmix eval` (sample quality) and `unmix nll` (likelihood): one line per number, optionally JSON; eval of a
+checkpoint of images adds the copy check's two lines (`copies:` and `reference:`)."""
 from __future__ import annotations
 
 import json
@@ -14,6 +15,7 @@ from unmix.cli.options import (
     choices,
     device_option,
     seed_option,
+    threads_option,
     value,
 )
 from unmix.cli.outputs import check_file_path
@@ -22,6 +24,7 @@ from unmix.cli.progress import LazyBar
 from unmix.distributed import pick_device
 from unmix.errors import UnmixError
 from unmix.likelihood import METHODS, TRACES, VARIANCES
+from unmix.metrics.copies import copy_lines
 from unmix.metrics.quality import evaluate, format_metrics, load_samples
 from unmix.samplers import DEFAULT_SAMPLER
 
@@ -31,7 +34,9 @@ Variance = choices("Variance", VARIANCES)
 
 
 def _report(result: dict, json_path: Path | None) -> None:
-    for line in format_metrics(result):
+    for line in format_metrics({k: v for k, v in result.items() if k != "copies"}):
+        print(line)
+    for line in copy_lines(result["copies"]) if "copies" in result else []:
         print(line)
     if json_path:
         json_path.write_text(json.dumps(result, indent=2) + "\n")
@@ -56,9 +61,11 @@ def eval_command(
     seed: int = seed_option("Sample i uses seed + i; also seeds the toys' reference draw."),
     device: str = device_option(),
     json_path: str = typer.Option(None, "--json", help="Also write the numbers to this .json file."),
+    threads: int = threads_option(),
 ):
     """Sample quality: FD, KID, precision and recall in a feature space of the dataset (exact sliced W2 and
-    log-density gap for the 2-D toys)."""
+    log-density gap for the 2-D toys); for a checkpoint of images, the share of samples that copy a training
+    picture, beside real pictures it never saw."""
     out = check_file_path(json_path, ".json")
     if (checkpoint is None) == (samples is None):
         raise UnmixError("give either a CHECKPOINT_DIR or --samples FILE.npy (with --data), not both or neither")
@@ -93,6 +100,7 @@ def nll_command(
     batch_size: int = typer.Option(256, min=1, max=65536, help="Items per network batch."),
     device: str = device_option(),
     json_path: str = typer.Option(None, "--json", help="Also write the numbers to this .json file."),
+    threads: int = threads_option(),
 ):
     """Negative log-likelihood in bits/dim: DDPM's variational bound or the probability-flow ODE."""
     out = check_file_path(json_path, ".json")

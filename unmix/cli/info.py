@@ -57,6 +57,10 @@ def describe(path: str | os.PathLike) -> list[str]:
     if cfg["net"].get("neighbours") or cfg["net"].get("layout") == "retrieval":
         lines.append(f"privacy      holds its {data.get('size')} training items (the net's retrieval table): sharing "
                      "the checkpoint shares them")
+    if cfg["net"].get("neighbours") and not cfg["net"].get("neighbours_leave_out"):
+        lines.append("copying      reproduces its training set (--reproduce-training-set, neighbours leave-out 0): "
+                     "its guess always held the picture being denoised, so it learnt to return the nearest training "
+                     "picture; train without that flag for new pictures")
     if tr:
         lines.append(f"training     batch {tr.get('batch_size')}, lr {tr.get('lr')}, EMA half-life "
                      f"{tr.get('ema_halflife_kimg')}k images, seed {tr.get('seed')}")
