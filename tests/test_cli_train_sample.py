@@ -10,14 +10,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 import unmix.cli.sample_cmd  # noqa: F401  (registers the commands)
 import unmix.cli.train_cmd  # noqa: F401
 from unmix.cli.app import run_app
 
-torch.set_num_threads(1)
 TINY = ["--channels", "8", "--channel-mult", "1,2", "--blocks", "1", "--attn", "1", "--batch-size", "8",
         "--threads", "1", "--nfe", "4", "--log-every", "2"]
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
@@ -69,7 +67,7 @@ def test_sample_grid_singles_npy_gif_and_seeds(run_dir, tmp_path, capsys):
     code, _, _ = cli(capsys, "sample", run_dir, "--seeds", "3,4", "--nfe", 4, "--out", tmp_path / "t",
                      "--save-npy", tmp_path / "t.npy", "--no-singles")
     assert code == 0
-    assert np.array_equal(np.load(tmp_path / "t.npy"), x[3:5])  # sample i depends only on its seed
+    np.testing.assert_allclose(np.load(tmp_path / "t.npy"), x[3:5], rtol=0, atol=1e-5)  # i's seed alone, to rounding
 
 
 def test_info_describes_the_checkpoint(run_dir, capsys):

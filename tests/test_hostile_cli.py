@@ -394,19 +394,16 @@ def test_edge_case_exits_0(case, assets, untouched, tmp_path, capsys):
 @pytest.mark.parametrize("damage", sorted(DAMAGES))
 @pytest.mark.parametrize("command", ["sample", "info"])
 def test_damaged_checkpoint_is_one_line_and_exit_2(command, damage, assets, tmp_path, capsys):
-    """A hand-edited, truncated or partly deleted checkpoint: `sample` refuses it in one line; `info` either does
-    the same or describes it and reports it DAMAGED (exit 2)."""
+    """A hand-edited, truncated or partly deleted checkpoint: `sample` refuses it in one line; `info` does the same,
+    after describing what it could read (a report that ends DAMAGED)."""
     folder = damaged(assets["run"] / "checkpoint-00000002", tmp_path / "ckpt", damage)
     word = DAMAGES[damage][1]
     args = ["sample", folder, "--n", "1", "--nfe", "1", "--out", tmp_path / "s"] if command == "sample" \
         else ["info", folder]
     code, out, err = cli(capsys, *args)
-    if command == "info" and code == 2 and not err.strip():
-        assert "Traceback" not in out
-        health = [line for line in out.splitlines() if line.startswith("health")]
-        assert health and "DAMAGED" in health[0] and word in health[0], out
-        return
     assert_one_error(code, err, word)
+    if command == "info" and out.strip():
+        assert "Traceback" not in out and out.splitlines()[-1].startswith("health       DAMAGED"), out
     assert not (tmp_path / "s").exists()
 
 

@@ -162,3 +162,23 @@ def test_the_cli_flag_reaches_the_net_and_refuses_text_nets(tmp_path, capsys):
                     *common]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "is for unconditional and label nets" in err
+
+
+def test_no_preset_copies_by_default_and_the_copying_mode_is_asked_for_by_name(tmp_path, capsys):
+    import unmix.cli.commands  # noqa: F401  (registers every command)
+    from unmix.cli.app import run_app
+    from unmix.training.config import network_config
+
+    assert network_config(TrainConfig(), "latent", (4, 8, 8), 0, 1.0)["neighbours_leave_out"] == 1.0
+    common = ["--data", "digits", "--steps", "1", "--channels", "8", "--threads", "1", "--dry-run"]
+
+    def leave_out(*flags) -> float:
+        assert run_app(["train", *common, "--out", str(tmp_path / "x"), *flags]) == 0
+        return json.loads(capsys.readouterr().out)["net"]["neighbours_leave_out"]
+
+    assert leave_out("--neighbours") == 1.0
+    assert leave_out("--reproduce-training-set") == 0.0
+    assert leave_out("--neighbours", "--leave-out", "0.5") == 0.5
+    assert run_app(["train", *common, "--reproduce-training-set", "--leave-out", "0.5"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--reproduce-training-set is --neighbours with --leave-out 0" in err

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import platform
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -74,10 +75,37 @@ def physical_cores() -> int:
     return max(1, len(cores))
 
 
+def idle_cpus() -> int:
+    """CPUs this process may use, less its share of the last minute's load average (at least 1).
+
+    Another busy process takes a core away: OpenMP threads that outnumber the idle cores wait for each other at
+    every barrier, and a small network then runs 10-50x slower than on one thread (benchmarks/threads_under_load.py).
+    """
+    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    try:
+        load = os.getloadavg()[0] * usable / (os.cpu_count() or usable)  # the share of the load on our CPUs
+    except OSError:
+        load = 0.0
+    return max(1, min(usable, int(usable - load + 0.5)))
+
+
 def cpu_threads(requested: int | None, d: Dist) -> int:
-    """`requested`, else OMP_NUM_THREADS when the user set it, else the physical cores shared among local ranks."""
+    """`requested`, else OMP_NUM_THREADS when the user set it, else the physical cores that are idle, shared among
+    the local ranks."""
     omp = os.environ.get("OMP_NUM_THREADS", "")
     if requested or (omp.isdigit() and int(omp) > 0):
         return requested or int(omp)
     local_world = int(os.environ.get("LOCAL_WORLD_SIZE", str(d.world)))
-    return max(1, physical_cores() // local_world)
+    return max(1, min(physical_cores(), idle_cpus()) // local_world)
+
+
+def machine() -> str:
+    """This machine in one line, for the record beside a measurement: the CPU's model name, its logical cores,
+    the GPU if there is one, and torch's version."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        cpu = platform.processor() or platform.machine()
+    gpu = f", {torch.cuda.get_device_name()}" if torch.cuda.is_available() else ""
+    return f"{cpu}, {os.cpu_count()} cores{gpu}, torch {torch.__version__}"

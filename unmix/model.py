@@ -20,6 +20,7 @@ from torch import nn
 
 from unmix import encoders
 from unmix.adapters.diffusers_folder import is_diffusers_folder, read_diffusers_folder
+from unmix.adapters.stable_diffusion import is_stable_diffusion, read_stable_diffusion
 from unmix.conditioning import NULL_CAPTION, TextCond
 from unmix.distributed import pick_device
 from unmix.encoders import Encoder, encoder_of
@@ -37,12 +38,12 @@ class Model:
     """A trained network, its recipe and a description of its data (shape, class names)."""
 
     def __init__(self, net: nn.Module, recipe: Recipe, data: dict, checkpoint: Path | None = None,
-                 sampling: dict | None = None, encoder: Encoder | None = None):
+                 sampling: dict | None = None, encoder: Encoder | None = None, text_encoder=None):
         self.net, self.recipe, self.data, self.checkpoint = net.eval(), recipe, dict(data), checkpoint
         # what the net works on (unmix.encoders): pixels, or an autoencoder's latents; `shape` is always the images'
         self.encoder = encoder or Encoder()
         self.sampling = dict(sampling or {})  # the model's own default sampler / nfe (e.g. a distilled model's)
-        self._encoder = None  # a text model's frozen encoder, loaded on the first prompt
+        self._encoder = text_encoder  # a text model's frozen encoder: given (SD's CLIP), else loaded on the first prompt
         self._denoiser = None  # (net, recipe, denoiser): see `denoiser`
 
     @property
@@ -200,8 +201,9 @@ class Model:
     def sample(self, n: int = 16, seed: int = 0, seeds=None, sampler: str | None = None, nfe: int | None = None,
                labels=None, guidance: float | None = None, device=None, batch_size: int = 256, callback=None,
                generator=None, prompts=None, negative_prompt: str | None = None, **options) -> torch.Tensor:
-        """n samples [n, *shape], clamped to [-1, 1]. Sample i uses seed + i (or seeds[i]), so it does not
-        depend on n or the batch size; `generator` (one, or one per sample) replaces the seeds. sampler and nfe
+        """n samples [n, *shape], clamped to [-1, 1]. Sample i uses seed + i (or seeds[i]), so its noise does
+        not depend on n or the batch size (the sample, to the rounding of batched matmuls); `generator` (one, or
+        one per sample) replaces the seeds. sampler and nfe
         default to the model's own (`sampling`, e.g. a distilled model's native step count), else auto at 32.
         `callback(step, sigma, x, x0_hat)` sees each batch's steps."""
         keys = self._seeds(n, seed, seeds, generator)
@@ -285,10 +287,14 @@ def _clamped(result):
 def load(path: str | os.PathLike, weights: str = "ema", device: str | torch.device = "cpu",
          schedule: dict | None = None) -> Model:
     """A Model from a checkpoint folder or a training output folder (its latest checkpoint), or from a local
-    diffusers folder (unmix.adapters.diffusers_folder; `schedule` overrides or, for a bare UNet2DModel, gives its scheduler)."""
+    diffusers folder (unmix.adapters.diffusers_folder; `schedule` overrides or, for a bare UNet2DModel, gives its scheduler),
+    or a Stable Diffusion folder (unmix.adapters.stable_diffusion)."""
     device = pick_device(str(device))
     if not isinstance(path, (str, os.PathLike)):
         raise UnmixError(f"path= must be a checkpoint or run folder (a str or Path), got {path!r:.60}")
+    if is_stable_diffusion(path):
+        net, recipe, data, encoder, text = read_stable_diffusion(path, schedule)
+        return Model(net.to(device), recipe, data, Path(path).expanduser(), encoder=encoder.to(device), text_encoder=text)
     if is_diffusers_folder(path):
         net, recipe, data = read_diffusers_folder(path, schedule)
         return Model(net.to(device), recipe, data, Path(path).expanduser())

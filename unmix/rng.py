@@ -1,7 +1,8 @@
 """Explicit randomness: every draw takes a torch.Generator, or one generator per sample.
 
-With one generator per sample, a batch of N gives exactly the samples of N single runs with the
-same seeds, because each sample's noise comes from its own stream.
+With one generator per sample, a batch of N draws exactly the noise of N single runs with the same seeds,
+because each sample's noise comes from its own stream; the samples then agree to rounding (a BLAS matmul's
+summation order depends on the number of rows).
 """
 from __future__ import annotations
 

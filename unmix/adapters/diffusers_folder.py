@@ -182,12 +182,17 @@ class DiffusersRecipe(Recipe):
         return ClippedDenoiser(net, self.parameterization, self.sigma_data, self._schedule,
                                clip=self.clip_sample, threshold=self.threshold)
 
-    def pipeline_sigmas(self, steps: int) -> torch.Tensor:
-        """The sigmas of the timesteps a DDPM/DDIM scheduler with `steps` inference steps visits, then 0."""
+    def pipeline_sigmas(self, steps: int, multistep: bool = False) -> torch.Tensor:
+        """The sigmas of the timesteps a DDPM/DDIM (or Euler) scheduler with `steps` inference steps visits, then 0.
+        `multistep`: as diffusers' multistep solvers (DPMSolverMultistep, UniPCMultistep) space them, which with
+        'leading' and 'linspace' spacing lay out steps + 1 timesteps and drop the lowest."""
         T = self._schedule.num_steps
-        if not 1 <= steps <= T:
-            raise UnmixError(f"steps must be in [1, {T}], got {steps}")
-        ts = self._schedule.timestep_grid(steps, self.timestep_spacing)
+        if not 1 <= steps <= T - int(multistep):
+            raise UnmixError(f"steps must be in [1, {T - int(multistep)}], got {steps}")
+        if multistep and self.timestep_spacing != "trailing":
+            ts = self._schedule.timestep_grid(steps + 1, self.timestep_spacing)[:-1]
+        else:
+            ts = self._schedule.timestep_grid(steps, self.timestep_spacing)
         if self.timestep_spacing == "leading":
             ts = (ts + self.steps_offset).clamp(max=T - 1)
         return append_zero(self._schedule.sigmas[ts])

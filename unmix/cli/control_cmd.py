@@ -17,6 +17,7 @@ from unmix.cli.options import (
     nfe_option,
     prompt_option,
     seed_option,
+    threads_option,
     value,
 )
 from unmix.cli.outputs import (
@@ -72,6 +73,7 @@ def inpaint(
     guidance: float = guidance_option(),
     out: str = typer.Option(None, "--out", help="New folder for the results (default: RUN/inpainted/NNN)."),
     save_npy_path: str = typer.Option(None, "--save-npy", help="Also save the completions as [N, C, H, W] .npy."),
+    threads: int = threads_option(),
 ):
     """Fill in the white part of MASK so it fits the rest of IMAGE; known pixels stay exactly as given."""
     model = load(checkpoint)
@@ -105,6 +107,7 @@ def edit(
     guidance: float = guidance_option(),
     out: str = typer.Option(None, "--out", help="New folder for the results (default: RUN/edited/NNN)."),
     save_npy_path: str = typer.Option(None, "--save-npy", help="Also save the edits as [N, C, H, W] .npy."),
+    threads: int = threads_option(),
 ):
     """SDEdit: noise IMAGE to a level set by --strength, then denoise it into something the model knows."""
     model = load(checkpoint)

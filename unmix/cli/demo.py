@@ -14,7 +14,7 @@ import typer
 from unmix import samplers
 from unmix.analytic import digits_mixture
 from unmix.cli.app import app
-from unmix.cli.options import Sampler, nfe_option, seed_option, value
+from unmix.cli.options import Sampler, nfe_option, seed_option, threads_option, value
 from unmix.data.images import render_batch, save_png
 from unmix.show import ReverseRecorder
 
@@ -26,6 +26,7 @@ def demo(
     nfe: int = nfe_option(10, "Denoiser evaluations per sample."),
     seed: int = seed_option("Random seed."),
     out: str = typer.Option("demo", help="Folder for grid.png and reverse.gif."),
+    threads: int = threads_option(),
 ):
     """Sample a 16-component Gaussian mixture fitted to sklearn digits, with its exact denoiser."""
     mixture = digits_mixture()

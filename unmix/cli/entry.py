@@ -2,7 +2,8 @@
 
 The command modules (and PyTorch) are imported inside `main` on purpose. A KeyboardInterrupt raised while a
 C extension such as numpy is half-initialised cannot be caught safely (re-importing it fails), so while they
-load, Ctrl-C ends the process at once with the same one line and exit code instead of raising.
+load, Ctrl-C ends the process at once with the same one line and exit code instead of raising. Loading PyTorch
+here is also what lets `main` choose OpenMP's wait policy first.
 """
 from __future__ import annotations
 
@@ -34,6 +35,9 @@ def _import_commands():
 
 
 def main() -> None:
+    # OpenMP threads that finish early sleep instead of spinning (read once, when PyTorch loads): a spinning thread
+    # keeps a core that another process, or this one's slower thread, needs (unmix.distributed.idle_cpus)
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     try:
         code = _import_commands()()
     except KeyboardInterrupt:

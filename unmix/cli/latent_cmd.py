@@ -12,7 +12,7 @@ import sys
 import typer
 
 from unmix.cli.app import app
-from unmix.cli.options import choices, value
+from unmix.cli.options import choices, threads_option, value
 from unmix.cli.train_cmd import Precision, settings_from_flags
 from unmix.data import NAMES
 from unmix.distributed import finish_distributed
@@ -50,7 +50,7 @@ def train_autoencoder(
     sample_every: int = typer.Option(None, max=10**9, **POSITIVE, help="Steps between reconstruction grids."),
     log_every: int = typer.Option(None, max=10**9, **POSITIVE, help="Steps between lines of OUT/stats.jsonl."),
     device: str = typer.Option(None, help="auto | cpu | cuda | cuda:N | mps."),
-    threads: int = typer.Option(None, max=1024, **POSITIVE, help="CPU threads."),
+    threads: int = threads_option(),
     compile: bool = typer.Option(None, "--compile/--no-compile", help="torch.compile the network."),
     precision: Precision = typer.Option(None, help="auto = bf16 autocast on CUDA only."),
 ):

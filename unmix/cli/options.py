@@ -3,8 +3,11 @@ from __future__ import annotations
 
 from enum import Enum
 
+import torch
 import typer
 
+from unmix.distributed import Dist, cpu_threads
+from unmix.sampler_names import sampler_names
 from unmix.samplers import DEFAULT_SAMPLER, list_samplers
 
 
@@ -14,6 +17,7 @@ def choices(name: str, values) -> type[Enum]:
 
 
 Sampler = choices("Sampler", list_samplers())
+SamplerName = choices("SamplerName", sampler_names())  # `sample`: also A1111 / ComfyUI / diffusers names
 Weights = choices("Weights", ("ema", "model"))
 
 
@@ -56,5 +60,15 @@ def negative_prompt_option():
     return typer.Option(None, "--negative-prompt", help="Guide away from this prompt (text models).")
 
 
+def use_threads(threads: int | None) -> int | None:
+    """The option's callback: every command that declares --threads runs on that many CPU threads, or on the
+    default that a busy machine does not slow down (unmix.distributed.cpu_threads), before its body starts."""
+    torch.set_num_threads(cpu_threads(threads, Dist()))
+    return threads
+
+
 def threads_option():
-    return typer.Option(None, "--threads", min=1, max=1024, help="CPU threads (default: PyTorch's choice).")
+    return typer.Option(None, "--threads", min=1, max=1024, callback=use_threads,
+                        help="CPU threads (default: OMP_NUM_THREADS if set, else the idle physical cores: the cores "
+                             "this process may use less the load average, so that a busy machine gets fewer; shared "
+                             "among torchrun's processes).")

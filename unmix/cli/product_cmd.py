@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 
 from unmix.cli.app import app
-from unmix.cli.options import choices
+from unmix.cli.options import choices, threads_option
 
 product_app = typer.Typer(add_completion=False, rich_markup_mode=None, no_args_is_help=True,
                           help="Product photos: clean to white, frame square, or a new scene behind the product.")
@@ -26,6 +26,7 @@ REFINE = typer.Option(True, "--refine/--no-refine", help="Snap the model's cut-o
                       "seeded by it) with a one-pixel soft edge; --no-refine: the model's own soft alpha.")
 GUIDANCE = typer.Option(None, "--guidance", min=0.0, max=100.0,
                         help="Classifier-free guidance on the photo when finding the product (default: none).")
+THREADS = threads_option()
 
 
 def _run(job: str, model: str, image: Path, out: Path, seed: int, nfe: int | None, method, refine: bool,
@@ -45,21 +46,21 @@ def _run(job: str, model: str, image: Path, out: Path, seed: int, nfe: int | Non
 
 @product_app.command()
 def clean(model: str = MODEL, image: Path = IMAGE, out: Path = OUT, seed: int = SEED, nfe: int = NFE,
-          method: Method = METHOD, refine: bool = REFINE, guidance: float = GUIDANCE):
+          method: Method = METHOD, refine: bool = REFINE, guidance: float = GUIDANCE, threads: int = THREADS):
     """The product on clean white, at the photo's size (its pixels are the photo's)."""
     _run("clean", model, image, out, seed, nfe, method, refine, guidance)
 
 
 @product_app.command()
 def square(model: str = MODEL, image: Path = IMAGE, out: Path = OUT, seed: int = SEED, nfe: int = NFE,
-          method: Method = METHOD, refine: bool = REFINE, guidance: float = GUIDANCE):
+          method: Method = METHOD, refine: bool = REFINE, guidance: float = GUIDANCE, threads: int = THREADS):
     """The product centred on a white square; a product cut by the frame is completed by outpainting."""
     _run("square", model, image, out, seed, nfe, method, refine, guidance)
 
 
 @product_app.command()
 def scene(model: str = MODEL, image: Path = IMAGE, out: Path = OUT, seed: int = SEED, nfe: int = NFE,
-          method: Method = METHOD, refine: bool = REFINE, guidance: float = GUIDANCE,
+          method: Method = METHOD, refine: bool = REFINE, guidance: float = GUIDANCE, threads: int = THREADS,
           backdrop: str = typer.Option(None, "--backdrop", help="A model of backgrounds that draws the scene (a run of "
                                        "`unmix train --data backgrounds`, or of your own scenes); default: the "
                                        "product model itself, whose backgrounds are coloured noise."),

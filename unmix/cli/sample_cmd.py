@@ -7,14 +7,13 @@ import math
 import sys
 from pathlib import Path
 
-import torch
 import typer
 
 from unmix.api import forward_pictures
 from unmix.cli.app import app
 from unmix.cli.info import describe
 from unmix.cli.options import (
-    Sampler,
+    SamplerName,
     Weights,
     device_option,
     guidance_option,
@@ -37,6 +36,7 @@ from unmix.cli.progress import LazyBar
 from unmix.distributed import pick_device
 from unmix.errors import UnmixError
 from unmix.model import load
+from unmix.sampler_names import named_sampler
 from unmix.samplers import DEFAULT_SAMPLER, SAMPLERS
 from unmix.show import ReverseRecorder
 from unmix.store import checkpoint as ckpt
@@ -48,8 +48,9 @@ def sample(
     n: int = typer.Option(64, min=1, max=1_000_000, help="Number of samples."),
     seed: int = seed_option(),
     seeds: str = typer.Option(None, help="Explicit comma-separated seeds, one per sample (overrides --n, --seed)."),
-    sampler: Sampler = typer.Option(None, help=f"Sampler (default: the model's own, else {DEFAULT_SAMPLER}).",
-                                    show_default=False),
+    sampler: SamplerName = typer.Option(None, help=f"Sampler (default: the model's own, else {DEFAULT_SAMPLER}); "
+                                        "also A1111 / ComfyUI / diffusers names, e.g. 'DPM++ 2M Karras'.",
+                                        show_default=False, case_sensitive=False),
     nfe: int = typer.Option(None, min=1, max=10000, help="Network evaluations per sample (default: the model's own, "
                                                          "else 32)."),
     out: str = typer.Option(None, help="New folder for grid.png and the single PNGs (default: a fresh numbered "
@@ -91,8 +92,6 @@ def sample(
         prompts, nrow = [p for p in lines for _ in range(n)], nrow or n
         seed_list, n = [seed + i for _ in lines for i in range(n)], n * len(lines)  # rows differ only by prompt
     dev = pick_device(device)
-    if threads:
-        torch.set_num_threads(threads)
     model = load(checkpoint, weights=value(weights), device=dev)
     labels = str_list(label)
     labels = model.labels_for(labels[0] if labels and len(labels) == 1 else labels, n)
@@ -100,15 +99,16 @@ def sample(
     npy, gif_path = check_file_path(save_npy_path, ".npy", folder), check_file_path(gif, ".gif", folder)
     recorder = ReverseRecorder() if gif_path else None
     sampler, nfe = model.sampling_defaults(value(sampler), nfe)
+    solver, grid = named_sampler(sampler, model.recipe, nfe)
     with LazyBar("sample", math.ceil(n / batch_size) * nfe) as bar:
         def callback(*args):
             bar.advance()
             if recorder is not None:
                 recorder(*args)
 
-        x = model.sample(n, seed=seed, seeds=seed_list, sampler=sampler, nfe=nfe, labels=labels,
+        x = model.sample(n, seed=seed, seeds=seed_list, sampler=solver, nfe=nfe, labels=labels,
                          guidance=guidance, batch_size=batch_size, callback=callback, prompts=prompts,
-                         negative_prompt=negative_prompt)
+                         negative_prompt=negative_prompt, **grid)
     written = write_samples(folder, x, seed_list or list(range(seed, seed + n)), nrow, scale, singles)
     if npy:
         written.append(save_npy(npy, x))
@@ -146,5 +146,5 @@ def info(
         return
     lines = describe(checkpoint)
     print("\n".join(lines))
-    if lines[-1].startswith("health       DAMAGED"):
-        raise typer.Exit(2)
+    if lines[-1].startswith("health       DAMAGED"):  # the report above, then the one line of an error on stderr
+        raise UnmixError(lines[-1].split("DAMAGED: ", 1)[1])

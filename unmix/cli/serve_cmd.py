@@ -1,7 +1,6 @@
 """`unmix serve`: the local web page (unmix.web) over one or more trained models."""
 from __future__ import annotations
 
-import torch
 import typer
 
 from unmix.cli.app import app
@@ -29,7 +28,5 @@ def serve(
     require_extra()
     from unmix.web.server import serve as run_server  # after the check: it imports starlette and uvicorn
 
-    if threads:
-        torch.set_num_threads(threads)
     run_server(runs or None, host=host, port=port, device=pick_device(device),
                limits=Limits(jobs=jobs, max_nfe=max_nfe, max_count=max_count))

@@ -6,6 +6,7 @@ import sys
 import typer
 
 from unmix.cli.app import app
+from unmix.cli.options import threads_option
 
 
 @app.command()
@@ -20,6 +21,7 @@ def synth(
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace OUT if it already holds files"),
     batch_size: int = typer.Option(256, min=1, help="Images per network batch"),
     device: str = typer.Option("auto", help="auto | cpu | cuda | cuda:N"),
+    threads: int = threads_option(),
 ):
     """Synthetic training data: PER_CLASS images of every class, in the layout `--data folder:OUT` reads."""
     import torch

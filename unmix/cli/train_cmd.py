@@ -10,10 +10,13 @@ import sys
 
 import typer
 
-from unmix.cli.app import app
-from unmix.cli.options import Sampler, choices, value
+from unmix.cli.app import PYTHON_TO_FLAG, app, as_flags
+from unmix.cli.options import Sampler, choices, threads_option, value
+from unmix.cli.outputs import check_file_path
 from unmix.cli.parsing import int_list
-from unmix.data import NAMES
+from unmix.data import NAMES, dataset_spec
+from unmix.data.folder import folder_report
+from unmix.data.images import dataset_sheet, save_png
 from unmix.distributed import finish_distributed
 from unmix.errors import UnmixError
 from unmix.losses import RECIPES
@@ -28,10 +31,8 @@ Precision = choices("Precision", PRECISIONS)
 Layout = choices("Layout", LAYOUTS)
 
 # flag (parameter name) -> TrainConfig field; "net." fields go into the network config.
-FLAG_TO_FIELD = {"min_snr": "min_snr_gamma", "ema_halflife": "ema_halflife_kimg", "channels": "net.channels",
-                 "channel_mult": "net.channel_mult", "blocks": "net.num_res_blocks", "attn": "net.attn_levels",
-                 "dropout": "net.dropout", "patch": "net.patch_size", "layout": "net.layout",
-                 "neighbours": "net.neighbours", "leave_out": "net.neighbours_leave_out"}
+FLAG_TO_FIELD = {flag.replace("-", "_"): name for name, flag in PYTHON_TO_FLAG.items() if name.startswith("net.")
+                 or name in TrainConfig.__dataclass_fields__}
 LISTS = ("channel_mult", "attn")
 POSITIVE = dict(min=1)
 
@@ -39,6 +40,10 @@ POSITIVE = dict(min=1)
 @app.command()
 def train(
     data: str = typer.Option(None, help=f"Dataset: {' | '.join(NAMES)} (default digits)."),
+    styles: str = typer.Option(None, help="Emoji styles: all, or a comma list of noto, twemoji, openmoji, fluent, "
+                                          "fluent-flat (default noto; install with: unmix data install emoji-styles)."),
+    split: str = typer.Option(None, help="Five-style emoji: train (default: every held-out (emoji, style) pair left "
+                                         "out), heldout (exactly those pairs) or all."),
     out: str = typer.Option(None, help="Output folder (default runs/<data>)."),
     steps: int = typer.Option(None, max=10**9, **POSITIVE, help="Total optimiser steps (default: the dataset preset)."),
     minutes: float = typer.Option(None, min=0.001, max=10**6, help="Stop after this many minutes (with --steps: "
@@ -54,6 +59,9 @@ def train(
     autoencoder: str = typer.Option(None, help="With --latent: use this autoencoder run (unmix train-autoencoder) "
                                                "instead of training one."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the resolved configuration and exit."),
+    preview_data: str = typer.Option(None, "--preview-data", help="Write a sheet of the training images as the "
+                                     "network sees them (resized, cropped, converted) to this .png first; with "
+                                     "--dry-run nothing trains."),
     backgrounds: str = typer.Option(None, help="--data product or backgrounds: folder:PATH, your own background "
                                     "photos (default: the offline ones)."),
     size: int = typer.Option(None, min=4, max=1024,
@@ -85,8 +93,11 @@ def train(
                                     "ideal denoiser as input (default for --latent; stores the training set in the "
                                     "checkpoint)."),
     leave_out: float = typer.Option(None, min=0.0, max=1.0, help="--neighbours: share of training rows whose own "
-                                    "picture is hidden from that guess; 0 (default) learns to draw near copies of "
-                                    "training pictures, 1 new pictures (blurrier on a short budget)."),
+                                    "picture is hidden from that guess: 1 (default) new pictures, 0 near copies of "
+                                    "training pictures (see --reproduce-training-set)."),
+    reproduce: bool = typer.Option(False, "--reproduce-training-set", help="Copying mode: the net gets the training "
+                                   "set's ideal denoiser with nothing left out, so it learns to return near copies of "
+                                   "its training pictures (and the checkpoint stores them). Retrieval, not generation."),
     channels: int = typer.Option(None, max=4096, **POSITIVE, help="Network width at full resolution."),
     channel_mult: str = typer.Option(None, help="U-Net width multipliers per level, e.g. 1,2,2."),
     blocks: int = typer.Option(None, max=64, **POSITIVE, help="Residual blocks per U-Net level."),
@@ -96,23 +107,37 @@ def train(
     checkpoint_every: int = typer.Option(None, max=10**9, **POSITIVE, help="Steps between checkpoints."),
     keep: int = typer.Option(None, max=10**6, **POSITIVE, help="Checkpoints to keep."),
     sample_every: int = typer.Option(None, max=10**9, **POSITIVE, help="Steps between preview grids (OUT/samples/)."),
+    preview: bool = typer.Option(None, "--preview/--no-preview", help="Preview grids (default on); the one that ends "
+                                 "a run draws only the rows of 8 that fit in 10 seconds."),
     log_every: int = typer.Option(None, max=10**9, **POSITIVE, help="Steps between lines of OUT/stats.jsonl."),
     sampler: Sampler = typer.Option(None, help="Sampler for the preview grids."),
     nfe: int = typer.Option(None, max=10000, **POSITIVE, help="Network evaluations per preview sample."),
     device: str = typer.Option(None, help="auto | cpu | cuda | cuda:N | mps."),
-    threads: int = typer.Option(None, max=1024, **POSITIVE, help="CPU threads (default: OMP_NUM_THREADS if set, "
-                                                                 "else physical cores / processes)."),
+    threads: int = threads_option(),
     compile: bool = typer.Option(None, "--compile/--no-compile", help="torch.compile the network."),
     precision: Precision = typer.Option(None, help="auto = bf16 autocast on CUDA only."),
 ):
     """Train a diffusion model; checkpoints, stats.jsonl and preview grids go to --out."""
     flags = {k: value(v) for k, v in locals().items()
-             if k not in ("resume", "dry_run", "latent", "autoencoder") and v is not None}
+             if k not in ("resume", "dry_run", "latent", "autoencoder", "styles", "split", "reproduce", "preview_data")
+             and v is not None}
+    if reproduce:
+        if flags.get("neighbours") is False or flags.get("leave_out", 0) != 0:
+            raise UnmixError("--reproduce-training-set is --neighbours with --leave-out 0; drop the other two flags")
+        flags.update(neighbours=True, leave_out=0.0)
     settings = settings_from_flags(flags)
+    sheet = check_file_path(preview_data, ".png")  # checked before any data is read
+    if styles is not None or split is not None:
+        settings["data"] = dataset_spec(settings.get("data", "emoji"), styles, split)
     if autoencoder is not None and not latent:
         raise UnmixError("--autoencoder is for latent diffusion: add --latent")
     if latent:
         settings, resume, stage = latent_stages(settings, resume, autoencoder, dry_run, announce=_stage_one)
+        if stage.planned is not None:  # a dry run before the autoencoder exists
+            print(json.dumps({"stage 1: autoencoder": stage.planned.describe(),
+                              "stage 2: diffusion": f"resolved from {stage.folder} once stage 1 has trained it"},
+                             indent=2))
+            return
         _report_stage(stage)
     if resume:
         if "init" in settings:
@@ -120,11 +145,21 @@ def train(
         run = trainer.resume(settings.pop("out", None) or default_out(settings.get("data", "digits")), **settings)
     else:
         run = trainer.start(TrainConfig.from_dict(settings))
+    if sheet is not None and run.dist.main:
+        if run.config.latent or not run.dataset.is_image:
+            raise UnmixError("--preview-data shows the images a pixel model trains on; not for --latent or point data")
+        print(f"data sheet: {save_png(dataset_sheet(run.dataset), sheet)}", file=sys.stderr)
     if dry_run:
         print(json.dumps(run.describe(), indent=2))
         return
     if run.dist.main:
         print(announce(run), file=sys.stderr)
+        for line in folder_report(run.dataset.info["found"]) if "found" in run.dataset.info else []:
+            print(line, file=sys.stderr)
+        if run.preset == "folder-cpu":
+            print("preset folder-cpu: a folder on a CPU gets this smaller network (a GPU gets the image preset)",
+                  file=sys.stderr)
+    run.note = lambda line: print(as_flags(line), file=sys.stderr)
     result = run.train()
     if run.dist.main:
         loss = f", loss {result.last_stats['loss']:.4f}" if result.last_stats else ""

@@ -16,15 +16,20 @@ from __future__ import annotations
 import json
 import os
 import sys
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
 import torch
+from PIL import Image
 
 from unmix.data.dataset import Dataset
 from unmix.data.images import IMAGE_EXTENSIONS, open_image, pil_to_array, resize_crop
 from unmix.errors import UnmixError
 from unmix.text.captions import unique
+
+MODE_NAMES = {"L": "greyscale", "LA": "greyscale with transparency", "1": "black-and-white", "P": "palette",
+              "RGBA": "with transparency", "CMYK": "CMYK", "I;16": "16-bit greyscale", "I": "32-bit greyscale"}
 
 
 def _image_files(root: Path) -> list[Path]:
@@ -110,7 +115,14 @@ def _listing(items: list[str], limit: int = 10) -> str:
     return ", ".join(items[:limit]) + more
 
 
+def _source(path: Path) -> tuple[str, tuple[int, int]]:
+    """An image file's mode and size, from its header alone."""
+    with Image.open(path) as img:
+        return ("RGBA" if "transparency" in img.info and img.mode != "RGBA" else img.mode), img.size
+
+
 def load_folder(path: str, size: int = 32) -> Dataset:
+    """The folder as a Dataset; `info["found"]` says what was read, converted and skipped (see `folder_report`)."""
     root = Path(path).expanduser()
     if not root.is_dir():
         raise UnmixError(f"image folder {path!r} does not exist or is not a folder")
@@ -118,13 +130,15 @@ def load_folder(path: str, size: int = 32) -> Dataset:
     classes = sorted({f.relative_to(root).parts[0] for f in files if len(f.relative_to(root).parts) > 1})
     if classes:
         files = [f for f in files if len(f.relative_to(root).parts) > 1]
+    at_top = len(all_files) - len(files)
     if not files:
         raise UnmixError(f"image folder {path!r} holds no images ({', '.join(IMAGE_EXTENSIONS)})")
     captions = read_captions(root, all_files)
-    images, labels, kept, skipped, small = [], [], [], [], []
+    images, labels, kept, skipped, small, sources = [], [], [], [], [], []
     for f in files:
         try:
             img = open_image(f)
+            sources.append(_source(f))
         except (OSError, ValueError, SyntaxError) as e:
             skipped.append(f"{f.relative_to(root)} ({e})")
             continue
@@ -149,5 +163,31 @@ def load_folder(path: str, size: int = 32) -> Dataset:
         missing = [f for f, c in zip(kept, item_captions) if not c]
         print(f"note: {len(missing)} of {len(kept)} images have no caption and train as the null caption: "
               f"{_listing(missing, 3)}", file=sys.stderr)
+    found = {"images": len(kept), "classes": {c: labels.count(i) for i, c in enumerate(classes)},
+             "sizes": Counter(f"{w}x{h}" for _, (w, h) in sources).most_common(),
+             "converted": dict(Counter(mode for mode, _ in sources if mode != ("L" if grey else "RGB"))),
+             "mode": "L" if grey else "RGB", "unreadable": len(skipped), "at_top": at_top, "size": size}
     return Dataset(f"folder:{path}", data, torch.as_tensor(labels) if classes else None, classes,
-                   {"files": kept}, captions=item_captions)
+                   {"files": kept, "found": found}, captions=item_captions)
+
+
+def folder_report(found: dict) -> list[str]:
+    """What a folder run found, as lines to print before training: count, sizes, conversions, skipped files."""
+    classes = found["classes"]
+    kinds = f" in {len(classes)} classes ({', '.join(f'{c} {n}' for c, n in classes.items())})" if classes else ""
+    sizes = found["sizes"]
+    areas = sorted(sizes, key=lambda s: int(s[0].split("x")[0]) * int(s[0].split("x")[1]))
+    spread = f"{areas[0][0]} to {areas[-1][0]}, most often {sizes[0][0]} ({sizes[0][1]})" if len(sizes) > 1 \
+        else f"all {sizes[0][0]}"
+    side, mode = found["size"], found["mode"]
+    lines = [f"found {found['images']} images{kinds}; sizes {spread}; the model sees them as {side}x{side} "
+             f"{'greyscale' if mode == 'L' else 'RGB'} (short side scaled to {side}, centre cropped)"]
+    if found["converted"]:
+        what = ", ".join(f"{n} {MODE_NAMES.get(m, m)}" for m, n in sorted(found["converted"].items()))
+        white = " (transparency composited on white)" if {"RGBA", "LA", "PA"} & found["converted"].keys() else ""
+        lines.append(f"converted to {'greyscale' if mode == 'L' else 'RGB'}: {what}{white}")
+    skipped = [f"{found['unreadable']} unreadable (listed above)"] if found["unreadable"] else []
+    skipped += [f"{found['at_top']} at the top level (with subfolders, each subfolder is a class)"] if found["at_top"] else []
+    if skipped:
+        lines.append(f"skipped {' and '.join(skipped)}")
+    return lines

@@ -90,6 +90,14 @@ def make_grid(x: torch.Tensor, nrow: int | None = None, pad: int = 2, scale: int
     return grid
 
 
+def dataset_sheet(dataset, n: int = 64) -> Image.Image:
+    """Up to n items spread evenly over an image dataset (so every class of a folder shows), as the network sees
+    them after resizing, cropping and conversion: rows of 8, enlarged when small."""
+    idx = torch.linspace(0, len(dataset) - 1, min(n, len(dataset))).round().long()
+    x, _ = dataset.batch(idx)
+    return make_grid(x, nrow=8, scale=auto_scale(x.shape[-2]))
+
+
 def auto_scale(height: int, target: int = 64) -> int:
     """Integer enlargement so small images (8x8 digits) are visible in a grid."""
     return max(1, target // height)

@@ -236,12 +236,18 @@ def _check_shape(folder: Path, config: dict) -> None:
 
 
 def verify_weights(c: Checkpoint) -> list[str]:
-    """Problems with the checkpoint's weight files (missing or unreadable), checked by reading each header."""
+    """Problems with the checkpoint's weight files (missing, unreadable, or holding NaN or inf: a file damaged
+    inside its data still reads), checked by reading each one."""
     problems = []
     for stem in WEIGHTS:
         path = c.path / f"{stem}.safetensors"
         try:
-            _load_tensors(path)
+            tensors = _load_tensors(path)
         except UnmixError as e:
             problems.append(str(e))
+            continue
+        bad = [k for k, v in tensors.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+        if bad:
+            more = f" and {len(bad) - 1} other tensors" if len(bad) > 1 else ""
+            problems.append(f"{path} holds NaN or inf values in {bad[0]}{more}; the checkpoint is damaged")
     return problems

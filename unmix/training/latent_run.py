@@ -67,6 +67,7 @@ class FirstStage:
     folder: Path
     result: trainer.TrainResult | None = None
     metrics: dict | None = None
+    planned: trainer.Run | None = None  # a dry run before any autoencoder exists: the stage it would train
 
     @property
     def interrupted(self) -> bool:
@@ -74,7 +75,7 @@ class FirstStage:
 
 
 # what the autoencoder stage takes of the run's settings (the rest are the diffusion's)
-STAGE_KEYS = ("data", "size", "styles", "split", "seed", "device", "threads", "compile", "precision")
+STAGE_KEYS = ("data", "size", "seed", "device", "threads", "compile", "precision")
 
 
 def latent_stages(settings: dict, resume: bool = False, autoencoder: str | None = None, dry_run: bool = False,
@@ -82,14 +83,22 @@ def latent_stages(settings: dict, resume: bool = False, autoencoder: str | None 
     """Latent diffusion in one call, the first half: train (or finish) the autoencoder into OUT/autoencoder inside
     the budget unless `autoencoder` names one, then return the diffusion's settings (latent= set, minutes= what
     the first stage left) and whether the diffusion resumes. `announce(run)` is called before the stage trains.
-    A latent run being resumed holds its own autoencoder; a dry run trains nothing."""
+    A latent run being resumed holds its own autoencoder; a dry run trains nothing (and, with no autoencoder yet,
+    returns the stage it would train as `planned`: the diffusion's latents cannot be resolved before it)."""
     settings = dict(settings)
     out = Path(settings.get("out") or default_out(settings.get("data", "digits")))
     stage = FirstStage(Path(autoencoder) if autoencoder else out / "autoencoder")
+
+    def stage_run() -> trainer.Run:
+        return start_autoencoder({**{k: settings[k] for k in STAGE_KEYS if k in settings},
+                                  **stage_budget(settings.get("minutes"))},
+                                 stage.folder, resume=bool(list_checkpoints(stage.folder)))
+
+    if dry_run and not autoencoder and not list_checkpoints(stage.folder) and not (resume and list_checkpoints(out)):
+        stage.planned = stage_run()
+        return settings, resume, stage
     if not (autoencoder or dry_run or is_finished(stage.folder) or (resume and not stage.folder.is_dir())):
-        run = start_autoencoder({**{k: settings[k] for k in STAGE_KEYS if k in settings},
-                                 **stage_budget(settings.get("minutes"))},
-                                stage.folder, resume=bool(list_checkpoints(stage.folder)))
+        run = stage_run()
         if announce is not None and run.dist.main:
             announce(run)
         t0 = time.monotonic()

@@ -102,6 +102,33 @@ def progress_bar(enabled: bool, step: int, steps: int | None, minutes: float | N
                 mininterval=interval)
 
 
+# A run's time is estimated from the speed of this many steps after its first (which pays one-time costs), and a
+# run estimated at more than LONG_RUN_HOURS with no time budget gets a warning.
+ESTIMATE_STEPS = 3
+LONG_RUN_HOURS = 3.0
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    return f"{seconds / 60:.0f} minutes" if seconds < 90 * 60 else f"{seconds / 3600:.1f} hours"
+
+
+def estimate_lines(per_step: float, step: int, steps: int | None, minutes: float | None, elapsed: float) -> list[str]:
+    """The rest of a run at `per_step` seconds per step, as lines to print (in Python's words: minutes=30);
+    a warning when it is long and has no time budget."""
+    by_steps = (steps - step) * per_step if steps is not None else float("inf")
+    by_minutes = minutes * 60 - elapsed if minutes is not None else float("inf")
+    if by_minutes < by_steps:
+        return [f"time estimate: {per_step:.3g} s/step, so the {minutes:g}-minute budget ends the run near step "
+                f"{step + int(by_minutes / per_step)}" + (f" of {steps}" if steps is not None else "")]
+    lines = [f"time estimate: {per_step:.3g} s/step, {steps - step} steps to go: about {_duration(by_steps)} more"]
+    if by_steps > LONG_RUN_HOURS * 3600 and minutes is None:
+        lines.append(f"warning: that is more than {LONG_RUN_HOURS:g} hours; give the run a time budget, e.g. minutes=30, "
+                     "or fewer steps=N (checkpoints are kept: resume=True continues it later)")
+    return lines
+
+
 def version() -> str:
     from importlib.metadata import PackageNotFoundError
     from importlib.metadata import version as package_version

@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import math
+import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -34,11 +35,24 @@ from unmix.nets import build_net
 from unmix.store import checkpoint as ckpt
 from unmix.text.bank import caption_bank
 from unmix.text.encoder import load_text_encoder
-from unmix.training.config import RESCUE_KEYS, RUNTIME_KEYS, TrainConfig, check_config, default_out, resolve
+from unmix.training.config import RESCUE_KEYS, RUNTIME_KEYS, TrainConfig, check_config, default_out, resolve, run_preset
 from unmix.training.launch import warn_lone_launch
-from unmix.training.log import StepStats, Stop, append_log, progress_bar, truncate_log, version
+from unmix.training.log import (
+    ESTIMATE_STEPS,
+    StepStats,
+    Stop,
+    append_log,
+    estimate_lines,
+    progress_bar,
+    truncate_log,
+    version,
+)
 from unmix.training.objectives import LAYOUT_ROWS, DiffusionObjective, ImageCondObjective, TextDiffusionObjective, split
 from unmix.training.runlock import RunLock, ensure_free
+
+# The grid that ends a run (unless it fell on a --sample-every step) draws only the rows of 8 that fit in this
+# many seconds: a short run stays short (a 10M-parameter U-Net's full 64-image grid takes a minute on a CPU).
+FINAL_PREVIEW_SECONDS = 10.0
 
 
 @dataclass
@@ -147,7 +161,10 @@ class Run:
         stored = resume_from or init_from
         if stored is not None:
             rebuild(stored.config, stored.path)  # a damaged config.json is one clear error before it is used
-        self.config, self.recipe, self.net_config = resolve(config, ds, self.encoder.preset or ds.name,
+        self.preset = self.encoder.preset or run_preset(ds.name, self.device.type)
+        # how the run prints a note while it trains (the time estimate); the CLI words its settings as flags
+        self.note = lambda line: print(line, file=sys.stderr)
+        self.config, self.recipe, self.net_config = resolve(config, ds, self.preset,
                                                             stored.config if stored is not None else None)
         cfg = self.config
         if cfg.batch_size % (self.dist.world * cfg.accum):
@@ -253,23 +270,32 @@ class Run:
         stats, start = StepStats(self.device), time.monotonic()
         self.last_good = self.resume_from.path if self.resume_from else None
         bar = progress_bar(progress and d.main, state.step, cfg.steps, cfg.minutes)
+        first, timed = state.step, start
         try:  # closed on any exit, so an error line is the last thing printed (no bar redrawn after it)
             with Stop() as stop:
                 while not (stopped_by := self._stop_reason(state.step, start, stop)):
                     train_step(state, model, self.objective, data, cfg, d, stats, autocast)
                     bar.update(1)
+                    if state.step == first + 1:  # the time estimate times the steps after this one
+                        timed = time.monotonic()
+                    elif state.step == first + 1 + ESTIMATE_STEPS and progress and d.main:
+                        per_step = (time.monotonic() - timed) / ESTIMATE_STEPS
+                        with bar.external_write_mode(file=sys.stderr):
+                            for line in estimate_lines(per_step, state.step, cfg.steps, cfg.minutes,
+                                                       time.monotonic() - start):
+                                self.note(line)
                     if state.step % cfg.log_every == 0:
                         bar.set_postfix(loss=f"{self._log(stats, state, start):.4f}")
                     if state.step % cfg.checkpoint_every == 0:
                         self._save(state, stats, start)
-                    if state.step % cfg.sample_every == 0 and d.main:
+                    if state.step % cfg.sample_every == 0 and d.main and cfg.preview:
                         self._preview(state.ema, state.step)
         finally:
             bar.close()
         if self.last_good is None or not self.last_good.name.endswith(f"{state.step:08d}"):
             self._save(state, stats, start)
-        if d.main and state.step % cfg.sample_every != 0 and stopped_by in ("steps", "minutes"):
-            self._preview(state.ema, state.step)
+        if d.main and cfg.preview and state.step % cfg.sample_every != 0 and stopped_by in ("steps", "minutes"):
+            self._preview(state.ema, state.step, seconds=FINAL_PREVIEW_SECONDS)
         if d.world > 1:
             dist.barrier()
         self.net, self.ema = state.net, state.ema
@@ -315,7 +341,8 @@ class Run:
             dist.barrier()
         self.last_good = path
 
-    def _preview(self, ema: nn.Module, step: int) -> None:
+    def _preview(self, ema: nn.Module, step: int, seconds: float | None = None) -> None:
+        """The grid of OUT/samples.png: 64 images (8 per class), or only the rows of 8 that fit in `seconds`."""
         if hasattr(self.objective, "preview"):  # an objective with its own picture (an autoencoder's reconstructions)
             self._save_preview(self.objective.preview(ema, self.dataset), step)
             return
@@ -328,7 +355,19 @@ class Run:
         elif model.num_classes:
             labels = torch.arange(n) % model.num_classes
         sampler, nfe = (None, None) if model.sampling else (self.config.sampler, self.config.nfe)
-        self._save_preview(model.sample(n, seed=0, sampler=sampler, nfe=nfe, labels=labels, device=self.device), step)
+
+        def draw(first: int, count: int) -> torch.Tensor:
+            return model.sample(count, seed=first, sampler=sampler, nfe=nfe, device=self.device,
+                                labels=None if labels is None else labels[first:first + count])
+
+        if seconds is None or not self.dataset.is_image:
+            self._save_preview(draw(0, n), step)
+            return
+        t0 = time.monotonic()
+        x = draw(0, 8)  # a first row, timed: the rows that fit in the rest of the budget follow in one batch
+        row = max(time.monotonic() - t0, 1e-6)
+        more = min(n - 8, 8 * int((seconds - row) / row))
+        self._save_preview(torch.cat([x, draw(8, more)]) if more > 0 else x, step)
 
     def _save_preview(self, x: torch.Tensor, step: int) -> None:
         from unmix.data.images import render_batch
@@ -353,6 +392,7 @@ def resume(out: str | Path, dataset: Dataset | None = None, objective=None, **ch
     """Continue the latest checkpoint in `out`, changing only run-time and rescue settings (`changes`); a run
     trained with its own objective is resumed with that objective rebuilt by its owner."""
     if not ckpt.list_checkpoints(out):
+        ensure_free(out)  # a run still training there, before its first checkpoint: say so, not "train it first"
         raise UnmixError(f"resume: no checkpoint in {out} to resume from (train it without resume first)")
     c = ckpt.open_checkpoint(out)
     try:

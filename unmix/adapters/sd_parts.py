@@ -1,0 +1,250 @@
+"""The parts of a Stable Diffusion 1.x / 2.x model: diffusers' and transformers' own classes behind unmix's seams.
+
+A `StableDiffusionPipeline.save_pretrained` folder has four parts, and each goes where unmix keeps that idea:
+
+    unet/          UNet2DConditionModel -> the network of a NetworkDenoiser (eps or v, VP input scaling, the
+                   fractional timestep of each sigma), conditioned on a TextCond's token embeddings
+    scheduler/     betas and prediction_type -> a DiffusersRecipe (a sigma schedule; the solvers are unmix's)
+    vae/           AutoencoderKL -> an unmix Encoder (latents = posterior mean x scaling_factor)
+    text_encoder/  CLIPTextModel + tokenizer/ -> the model's text encoder: prompts -> TextCond (all 77 tokens,
+                   as SD's cross-attention sees them, padding included), so prompts, negative prompts and
+                   classifier-free guidance are unmix's own (unmix.guidance)
+
+Weights are read with safetensors into memory (fp16 variants and sharded indexes too); pickles are refused.
+`build_stable_diffusion` assembles a model from configs and state dicts: a diffusers folder's
+(unmix.adapters.stable_diffusion) or a single-file checkpoint's after renaming its keys (unmix.adapters.sd_single_file).
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from safetensors import SafetensorError
+from safetensors.torch import load as load_safetensors
+from torch import nn
+
+from unmix.adapters.diffusers_folder import DiffusersRecipe, schedule_config
+from unmix.conditioning import TextCond
+from unmix.encoders import Encoder
+from unmix.errors import UnmixError
+
+INSTALL = 'pip install "unmix[diffusers]" (in a source checkout: pip install -e ".[diffusers]")'
+VARIANTS = (None, "fp16", "bf16")
+PICKLES = (".bin", ".pt", ".pth", ".ckpt")
+
+
+def libraries():
+    """(diffusers, transformers), imported on first use: they are the optional `[diffusers]` extra."""
+    try:
+        import diffusers
+        import transformers
+    except ImportError:
+        raise UnmixError(f"a Stable Diffusion model needs diffusers and transformers: {INSTALL}") from None
+    return diffusers, transformers
+
+
+def read_json(path: Path) -> dict:
+    try:
+        obj = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise UnmixError(f"{path} is not readable JSON ({e})") from None
+    if not isinstance(obj, dict):
+        raise UnmixError(f"{path} does not hold a JSON object")
+    return obj
+
+
+# -- weights ------------------------------------------------------------------------------------------
+def weight_files(folder: Path, stem: str) -> list[Path]:
+    """The safetensors files of one part: STEM.safetensors, a sharded index, or an fp16 / bf16 variant."""
+    for variant in VARIANTS:
+        suffix = f".{variant}" if variant else ""
+        single = folder / f"{stem}{suffix}.safetensors"
+        if single.is_file():
+            return [single]
+        for index in (folder / f"{stem}.safetensors.index{suffix}.json", folder / f"{stem}{suffix}.safetensors.index.json"):
+            if index.is_file():
+                shards = sorted(set(read_json(index).get("weight_map", {}).values()))
+                missing = [s for s in shards if not (folder / s).is_file()]
+                if not shards or missing:
+                    raise UnmixError(f"{index} names shards that are missing: {', '.join(missing) or 'none listed'}")
+                return [folder / s for s in shards]
+    pickles = sorted(p.name for p in folder.iterdir() if p.suffix in PICKLES) if folder.is_dir() else []
+    if pickles:
+        raise UnmixError(f"{folder} holds only pickle weights ({', '.join(pickles)}) and unmix never unpickles files "
+                         "(they can run code); convert them once with save_pretrained(..., safe_serialization=True)")
+    raise UnmixError(f"{folder} has no {stem}.safetensors (nor a sharded index or an fp16 variant)")
+
+
+def read_state(files: list[Path], digest=None) -> dict[str, torch.Tensor]:
+    """The tensors of safetensors files, read into memory (never mapped, never unpickled), floats as float32;
+    `digest` (a hashlib object) sees the files' bytes."""
+    state = {}
+    for f in files:
+        try:
+            raw = f.read_bytes()
+            if digest is not None:
+                digest.update(raw)
+            state.update(load_safetensors(raw))
+        except (SafetensorError, OSError, ValueError) as e:
+            raise UnmixError(f"{f} is not a readable safetensors file ({e})") from None
+    return {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
+
+
+def _load(module: nn.Module, state: dict, where) -> nn.Module:
+    state = {k: v for k, v in state.items() if not k.endswith("position_ids")}  # a buffer old files kept
+    try:
+        module.load_state_dict(state)
+    except RuntimeError as e:
+        raise UnmixError(f"{where}: weights do not match its config ({str(e).splitlines()[0]})") from None
+    return module.eval().requires_grad_(False)
+
+
+# -- the three networks -------------------------------------------------------------------------------
+class SDNetConfig:
+    """What unmix asks of a network's config: a text model (text_dim > 0) without classes."""
+
+    num_classes = 0
+
+    def __init__(self, text_dim: int):
+        self.text_dim = text_dim
+
+
+class SDUNet(nn.Module):
+    """A UNet2DConditionModel called the unmix way, net(x_in, c_noise, cond) -> eps or v, cond a TextCond."""
+
+    def __init__(self, unet: nn.Module):
+        super().__init__()
+        self.unet = unet
+        self.config = SDNetConfig(int(unet.config.cross_attention_dim))
+        self.in_channels = int(unet.config.in_channels)
+
+    def forward(self, x: torch.Tensor, c_noise: torch.Tensor, cond: TextCond | None = None) -> torch.Tensor:
+        if not isinstance(cond, TextCond):
+            raise UnmixError("a Stable Diffusion UNet is conditioned on a prompt (a TextCond from its text encoder)")
+        tokens = cond.expand(x.shape[0]).tokens.to(x.device, x.dtype)
+        return self.unet(x, c_noise, encoder_hidden_states=tokens).sample
+
+
+class VAEEncoder(Encoder):
+    """Latent diffusion through an AutoencoderKL: z = (posterior mean - shift) x scaling_factor, and back."""
+
+    name = "sd-vae"
+
+    def __init__(self, vae: nn.Module):
+        self.vae = vae.eval().requires_grad_(False)
+        self.scaling = float(vae.config.scaling_factor)
+        self.shift = float(getattr(vae.config, "shift_factor", None) or 0.0)
+        self.factor = 2 ** (len(vae.config.block_out_channels) - 1)
+        self.channels = int(vae.config.latent_channels)
+
+    def encode(self, x):
+        mean = self.vae.encode(x.to(self._dtype)).latent_dist.mean
+        return ((mean - self.shift) * self.scaling).to(x.dtype)
+
+    def decode(self, z):
+        return self.vae.decode((z / self.scaling + self.shift).to(self._dtype)).sample.to(z.dtype)
+
+    @property
+    def _dtype(self):
+        return next(self.vae.parameters()).dtype
+
+    def latent_shape(self, image_shape):
+        _, h, w = image_shape
+        if h % self.factor or w % self.factor:
+            raise UnmixError(f"image size {h}x{w} is not a multiple of the VAE's factor {self.factor}")
+        return (self.channels, h // self.factor, w // self.factor)
+
+    def latent_mask(self, mask, image_shape):
+        """A latent pixel is filled in when any pixel of its block is."""
+        full = torch.broadcast_to(mask, tuple(image_shape)).any(0).float()
+        small = F.max_pool2d(full[None, None], self.factor)[0, 0].bool()
+        if bool(small.all()):
+            raise UnmixError(f"every {self.factor}x{self.factor} block of the image touches a masked pixel, so no "
+                             "latent is known; mask a region, not scattered pixels")
+        return small.expand(self.channels, *small.shape)
+
+    def masked_input(self, y, full):
+        """The masked pixels set to the known pixels' mean colour, so what they held does not leak into the code."""
+        known = (~full).to(y.dtype)
+        fill = (y * known).sum((2, 3), keepdim=True) / known.sum((2, 3), keepdim=True).clamp_min(1)
+        return torch.where(full, fill, y)
+
+    def decoding(self, callback):
+        if callback is None:
+            return None
+        return lambda step, sigma, x, x0_hat: callback(step, sigma, self.decode(x).clamp(-1, 1),
+                                                       self.decode(x0_hat).clamp(-1, 1))
+
+    def encode_dataset(self, dataset):
+        raise UnmixError("training on a Stable Diffusion VAE's latents is not supported; train with unmix's own "
+                         "autoencoder (latent=)")
+
+    def require_pixels(self, what):
+        raise UnmixError(f"{what} of a latent model would be of its latents, not of the images; it needs a "
+                         "pixel-space model")
+
+    def to(self, device):
+        self.vae.to(device)
+        return self
+
+    def checkpoint_config(self):
+        raise UnmixError("a Stable Diffusion model stays in its own files; unmix does not rewrite it as a checkpoint")
+
+
+class CLIPPromptEncoder:
+    """Prompts -> TextCond through a CLIP text model: last hidden states of all max_length tokens (padding
+    included, mask all True: SD's UNet attends to every one), pooled = the end-of-text token's state."""
+
+    def __init__(self, model: nn.Module, tokenizer, name: str, fingerprint: str):
+        self.model, self.tokenizer, self.name, self.fingerprint = model, tokenizer, name, fingerprint
+        self.max_length = int(min(tokenizer.model_max_length, model.config.max_position_embeddings))
+        self.device = torch.device("cpu")
+
+    @property
+    def dim(self) -> int:
+        return int(self.model.config.hidden_size)
+
+    def to(self, device) -> CLIPPromptEncoder:
+        self.device = torch.device(device)
+        self.model.to(self.device)
+        return self
+
+    def describe(self) -> dict:
+        return {"name": self.name, "dim": self.dim, "max_length": self.max_length, "sha256": self.fingerprint}
+
+    @torch.no_grad()
+    def encode(self, texts: list[str]) -> TextCond:
+        if isinstance(texts, str) or not texts or not all(isinstance(t, str) for t in texts):
+            raise UnmixError("encode takes a non-empty list of strings (prompts)")
+        ids = self.tokenizer(list(texts), padding="max_length", max_length=self.max_length, truncation=True,
+                             return_tensors="pt").input_ids.to(self.device)
+        out = self.model(ids)
+        tokens = out.last_hidden_state.float()
+        return TextCond(tokens, torch.ones(tokens.shape[:2], dtype=torch.bool, device=tokens.device),
+                        out.pooler_output.float())
+
+
+# -- assembling a model -------------------------------------------------------------------------------
+def build_stable_diffusion(configs: dict, states: dict, tokenizer, scheduler: dict, schedule: dict | None,
+                           source: Path, fingerprint: str):
+    """(network, recipe, data, encoder, text encoder) from the parts' configs and state dicts
+    (configs/states keyed unet, vae, text_encoder), a tokenizer and a scheduler config."""
+    diffusers, transformers = libraries()
+    recipe = DiffusersRecipe.from_scheduler_config(schedule_config(scheduler, schedule))
+    plain = {k: {key: v for key, v in c.items() if not key.startswith("_")} for k, c in configs.items()}
+    unet = _load(diffusers.UNet2DConditionModel.from_config(plain["unet"]), states["unet"], f"{source} unet")
+    vae = _load(diffusers.AutoencoderKL.from_config(plain["vae"]), states["vae"], f"{source} vae")
+    text_config = transformers.CLIPTextConfig(**plain["text_encoder"])
+    text = _load(transformers.CLIPTextModel(text_config), states["text_encoder"], f"{source} text_encoder")
+    if int(unet.config.cross_attention_dim) != int(text_config.hidden_size):
+        raise UnmixError(f"{source}: the UNet attends to {unet.config.cross_attention_dim}-wide text, the text "
+                         f"encoder gives {text_config.hidden_size}; the parts are from different models")
+    encoder = VAEEncoder(vae)
+    size = unet.config.sample_size
+    h, w = (size, size) if isinstance(size, int) else size
+    data = {"name": f"stable-diffusion:{source.name}", "shape": [int(vae.config.in_channels), h * encoder.factor,
+            w * encoder.factor], "class_names": [], "source": str(source)}
+    prompts = CLIPPromptEncoder(text, tokenizer, f"{source.name}/text_encoder", fingerprint)
+    return SDUNet(unet), recipe, data, encoder, prompts
