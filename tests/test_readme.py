@@ -1,13 +1,20 @@
-"""Every command block of README.md runs, in order, in a scratch folder (issue 17), so the README cannot drift.
+"""Every command block of README.md and of each guide in docs/guide/ runs, in order, in a scratch folder (issues 17
+and 30), so the README and the guides cannot drift.
 
-The ```bash (or sh / shell) blocks and the ```python blocks are run as one bash session in a fresh empty folder,
-as a user pasting them one after another would. What the test changes, and nothing else:
+The ```bash (or sh / shell) blocks and the ```python blocks of one file are run as one bash session in a fresh empty
+folder, as a user pasting them one after another would; each guide starts from an empty folder of its own, so a
+guide trains what it uses. What the test changes, and nothing else:
 - `unmix train` (and `python -m unmix train`) gets `--steps N --checkpoint-every N --sample-every N --nfe 4`
   appended (the last value of a repeated flag counts), with N from UNMIX_README_STEPS (default 10): the README's
   trainings take minutes to hours; `unmix.train(...)` in Python blocks gets steps=N the same way;
+  `unmix train-autoencoder` gets the same flags but --nfe, `unmix distill` gets `--steps N` (steps per round);
 - `pip`, `apt-get` and `python -m pytest` are skipped (the environment is installed; the suite runs elsewhere).
 A block whose fence says `notest` (```bash notest) is not run. A command that exits non-zero fails the test with
 its name and the output's tail.
+
+The default suite checks the harness, that every block of every guide is valid bash or Python, and that every
+relative link and picture of the README, the guides and docs/results/ exists (seconds); running the blocks is the
+slow tests' work (`python -m pytest -m slow tests/test_readme.py`).
 """
 from __future__ import annotations
 
@@ -20,7 +27,10 @@ from pathlib import Path
 
 import pytest
 
-README = Path(__file__).resolve().parents[1] / "README.md"
+ROOT = Path(__file__).resolve().parents[1]
+README = ROOT / "README.md"
+GUIDES = sorted((ROOT / "docs" / "guide").glob("*.md"))
+RESULTS = sorted((ROOT / "docs" / "results").glob("*.md"))
 STEPS = int(os.environ.get("UNMIX_README_STEPS", "10"))
 BASH, PYTHON = ("bash", "sh", "shell"), ("python", "py", "python3")
 
@@ -30,9 +40,15 @@ _failed() { echo "README command failed (exit $1): $2" >&2; exit "$1"; }
 _skip() { echo "(README test: skipped '$*')"; }
 _train_flags=(--steps "$UNMIX_README_STEPS" --checkpoint-every "$UNMIX_README_STEPS" \
               --sample-every "$UNMIX_README_STEPS" --nfe 4)
+_budget_flags=(--steps "$UNMIX_README_STEPS" --checkpoint-every "$UNMIX_README_STEPS" \
+               --sample-every "$UNMIX_README_STEPS")
 unmix() {
-  if [ "$1" = train ]; then command unmix "$@" "${_train_flags[@]}" || _failed $? "unmix $*"
-  else command unmix "$@" || _failed $? "unmix $*"; fi
+  case "$1" in
+    train) command unmix "$@" "${_train_flags[@]}" || _failed $? "unmix $*" ;;
+    train-autoencoder) command unmix "$@" "${_budget_flags[@]}" || _failed $? "unmix $*" ;;
+    distill) command unmix "$@" --steps "$UNMIX_README_STEPS" || _failed $? "unmix $*" ;;
+    *) command unmix "$@" || _failed $? "unmix $*" ;;
+  esac
 }
 python() {
   case "$1 $2" in
@@ -83,11 +99,11 @@ def blocks(text: str) -> list[tuple[int, str, str]]:
     return found
 
 
-def script(readme: str, folder: Path) -> str:
+def script(readme: str, folder: Path, name: str = "README.md") -> str:
     """One bash script: the preamble, then each block (python blocks written to files and run from it)."""
     parts = [PREAMBLE]
     for i, (line, lang, code) in enumerate(blocks(readme)):
-        parts.append(f'echo "### README.md block {i + 1} (line {line}, {lang})"')
+        parts.append(f'echo "### {name} block {i + 1} (line {line}, {lang})"')
         if lang == "bash":
             parts.append(code)
         else:
@@ -95,6 +111,23 @@ def script(readme: str, folder: Path) -> str:
             path.write_text(PYTHON_PREAMBLE + "\n" + code)
             parts.append(f"python {path.name}")
     return "\n".join(parts) + "\n"
+
+
+def run_blocks(text: str, name: str, folder: Path, timeout: int = 3000) -> None:
+    """Run a file's blocks in `folder` (empty) as one bash session; fail with the output's tail."""
+    body = script(text, folder, name)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "UNMIX_README_STEPS": str(STEPS), "PYTHONUNBUFFERED": "1",
+           "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    run = subprocess.run(["bash", "-c", body], cwd=folder, env=env, capture_output=True, timeout=timeout)
+    output = (run.stdout + run.stderr).decode("utf-8", errors="replace")  # bytes: text=True would turn \r into \n
+    shown = [line.split("\r")[-1] for line in output.split("\n")]  # a progress bar shows as its last state
+    assert run.returncode == 0, f"a {name} command failed:\n" + "\n".join(line for line in shown if line.strip())[-4000:]
+
+
+def links(text: str) -> list[str]:
+    """Relative targets of Markdown links and <img src=...> in a page (web links and #anchors left out)."""
+    found = re.findall(r"\]\(([^)\s]+)\)", text) + re.findall(r"<img [^>]*src=\"([^\"]+)\"", text)
+    return [t.split("#")[0] for t in found if not re.match(r"[a-z]+:|#", t) and t.split("#")[0]]
 
 
 def test_the_harness_finds_blocks_and_shortens_training(tmp_path):
@@ -128,14 +161,40 @@ def test_the_harness_finds_blocks_and_shortens_training(tmp_path):
     assert run.returncode == 3 and "after" not in run.stdout and "README command failed (exit 3)" in run.stderr
 
 
+def test_every_guide_block_is_valid_bash_or_python(tmp_path):
+    """Fast: a typo in a guide's block fails here, before the slow test runs it."""
+    assert GUIDES, "docs/guide/ has no guides"
+    for guide in GUIDES:
+        found = blocks(guide.read_text())
+        assert found, f"{guide.name} has no bash or python block to run"
+        for line, lang, code in found:
+            if lang == "python":
+                compile(code, f"{guide.name}:{line}", "exec")
+        check = subprocess.run(["bash", "-n", "-c", script(guide.read_text(), tmp_path, guide.name)],
+                               capture_output=True, text=True, timeout=60)
+        assert check.returncode == 0, f"{guide.name}: {check.stderr}"
+
+
+def test_links_and_pictures_exist():
+    """Fast: every relative link of the README, the guides and the results pages resolves; the README links
+    every guide and the results."""
+    for page in [README, *GUIDES, *RESULTS]:
+        for target in links(page.read_text()):
+            assert (page.parent / target).exists(), f"{page.relative_to(ROOT)} links {target}, which does not exist"
+    linked = {(README.parent / t).resolve() for t in links(README.read_text())}
+    for guide in GUIDES:
+        assert guide.resolve() in linked, f"README.md does not link {guide.relative_to(ROOT)}"
+    assert (ROOT / "docs" / "results").resolve() in linked or any(r.resolve() in linked for r in RESULTS)
+
+
 @pytest.mark.slow
 def test_every_readme_block_runs_in_order(tmp_path):
     readme = README.read_text()
     assert blocks(readme), "README.md has no bash or python blocks"
-    body = script(readme, tmp_path)
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "UNMIX_README_STEPS": str(STEPS), "PYTHONUNBUFFERED": "1",
-           "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
-    run = subprocess.run(["bash", "-c", body], cwd=tmp_path, env=env, capture_output=True, timeout=3000)
-    output = (run.stdout + run.stderr).decode("utf-8", errors="replace")  # bytes: text=True would turn \r into \n
-    shown = [line.split("\r")[-1] for line in output.split("\n")]  # a progress bar shows as its last state
-    assert run.returncode == 0, "a README command failed:\n" + "\n".join(line for line in shown if line.strip())[-4000:]
+    run_blocks(readme, "README.md", tmp_path)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("guide", GUIDES, ids=[g.stem for g in GUIDES])
+def test_every_guide_block_runs_in_order(guide, tmp_path):
+    run_blocks(guide.read_text(), f"docs/guide/{guide.name}", tmp_path)

@@ -11,6 +11,7 @@ import os
 import torch
 
 from unmix.adapters.diffusers_folder import describe_folder, is_diffusers_folder
+from unmix.conditioning import NULL_CAPTION
 from unmix.errors import UnmixError
 from unmix.model import load
 from unmix.store.checkpoint import Checkpoint, list_checkpoints, open_checkpoint, verify_weights
@@ -25,8 +26,9 @@ def verify(c: Checkpoint) -> list[str]:
     try:
         model = load(c.path)
         x = torch.zeros(1, *model.latent_shape)
+        cond = model.encode_prompts(NULL_CAPTION, 1) if model.is_text else None  # a text net needs a caption
         with torch.no_grad():
-            model.denoiser(x, torch.ones(1))
+            model.denoiser(x, torch.ones(1), cond)
     except UnmixError as e:
         return [str(e)]
     except (TypeError, ValueError, KeyError, IndexError, RuntimeError) as e:  # a health check names any failure
