@@ -18,6 +18,7 @@ import importlib
 import inspect
 import os
 import re
+import subprocess
 import sys
 from pathlib import Path
 
@@ -139,6 +140,15 @@ def render_api() -> str:
 
 
 def render_cli() -> str:
+    """The CLI reference, rendered in a fresh interpreter: a process that already ran commands (a test session) may
+    hold an app whose command list differs from a fresh `unmix`'s."""
+    code = (f"import sys; sys.path.insert(0, {str(Path(__file__).resolve().parent)!r}); import make_reference; "
+            "print(make_reference.render_cli_here(), end='')")
+    env = {**os.environ, "COLUMNS": "100"}
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env).stdout
+
+
+def render_cli_here() -> str:
     import click
     import typer
     from typer.cli import get_docs_for_click

@@ -79,27 +79,12 @@ class Encoder:
         return {}
 
 
-class AutoencoderEncoder(Encoder):
-    """Latent diffusion on an unmix autoencoder (frozen, eval mode); its latents are scaled to unit std."""
+class LatentEncoder(Encoder):
+    """An encoder to latents `factor` times smaller with `channels` channels: what every autoencoder shares (the
+    mask at latent resolution, the masked input, callbacks that see images). Subclasses set factor and channels."""
 
-    name = "autoencoder"
-    preset = "latent"
-
-    def __init__(self, net: Autoencoder):
-        self.net = net.eval().requires_grad_(False)
-
-    @property
-    def factor(self) -> int:
-        return self.net.config.factor
-
-    def encode(self, x):
-        return self.net.encode(x)
-
-    def decode(self, z):
-        return self.net.decode(z)
-
-    def latent_shape(self, image_shape):
-        return tuple(self.net.config.latent_shape())
+    factor: int
+    channels: int
 
     def latent_mask(self, mask, image_shape):
         """A latent pixel is filled in when any pixel of its f x f block is (its code would otherwise carry the
@@ -109,7 +94,7 @@ class AutoencoderEncoder(Encoder):
         if bool(small.all()):
             raise UnmixError(f"every {self.factor}x{self.factor} block of the image touches a masked pixel, so no "
                              "latent is known; mask a region, not scattered pixels")
-        return small.expand(self.net.config.latent_channels, *small.shape)
+        return small.expand(self.channels, *small.shape)
 
     def masked_input(self, y, full):
         """The masked pixels set to the known pixels' mean colour, so nothing of what they held leaks into the code."""
@@ -126,12 +111,40 @@ class AutoencoderEncoder(Encoder):
 
         return decoded
 
-    def encode_dataset(self, dataset):
-        return latent_dataset(dataset, self.net)
-
     def require_pixels(self, what):
         raise UnmixError(f"{what} of a latent model would be of its latents, not of the images; it needs a "
                          "pixel-space model")
+
+
+class AutoencoderEncoder(LatentEncoder):
+    """Latent diffusion on an unmix autoencoder (frozen, eval mode); its latents are scaled to unit std."""
+
+    name = "autoencoder"
+    preset = "latent"
+
+    def __init__(self, net: Autoencoder):
+        self.net = net.eval().requires_grad_(False)
+
+    @property
+    def factor(self) -> int:
+        """How many pixels a latent pixel stands for, per side."""
+        return self.net.config.factor
+
+    @property
+    def channels(self) -> int:
+        return self.net.config.latent_channels
+
+    def encode(self, x):
+        return self.net.encode(x)
+
+    def decode(self, z):
+        return self.net.decode(z)
+
+    def latent_shape(self, image_shape):
+        return tuple(self.net.config.latent_shape())
+
+    def encode_dataset(self, dataset):
+        return latent_dataset(dataset, self.net)
 
     def to(self, device):
         self.net.to(device)

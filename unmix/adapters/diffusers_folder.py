@@ -49,7 +49,8 @@ _OLD_ATTENTION_KEYS = {".query.": ".to_q.", ".key.": ".to_k.", ".value.": ".to_v
 
 
 # -- recognising a folder ---------------------------------------------------------------------------
-def _read_json(path: Path) -> dict:
+def read_json(path: Path) -> dict:
+    """A foreign folder's JSON object; an unreadable or non-object file is one clear error."""
     try:
         obj = json.loads(path.read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
@@ -61,7 +62,7 @@ def _read_json(path: Path) -> dict:
 
 def _is_unet_folder(path: Path) -> bool:
     try:
-        return _read_json(path / "config.json").get("_class_name") == "UNet2DModel"
+        return read_json(path / "config.json").get("_class_name") == "UNet2DModel"
     except UnmixError:
         return False
 
@@ -291,7 +292,7 @@ def _weight_files(folder: Path) -> list[Path]:
             return [single]
         index = folder / f"{WEIGHTS_NAME}.safetensors.index{suffix}.json"
         if index.is_file():
-            shards = sorted(set(_read_json(index).get("weight_map", {}).values()))
+            shards = sorted(set(read_json(index).get("weight_map", {}).values()))
             missing = [s for s in shards if not (folder / s).is_file()]
             if not shards or missing:
                 raise UnmixError(f"{index} names shards that are missing: {', '.join(missing) or 'none listed'}")
@@ -335,8 +336,8 @@ def _locate(path: Path) -> tuple[Path, dict | None]:
             raise UnmixError(f"{path} is not a diffusers folder (model_index.json with unet/ and scheduler/, "
                              "or a UNet2DModel config.json)")
         beside = path / "scheduler_config.json"  # what Scheduler.save_pretrained(path) writes next to the UNet
-        return path, _read_json(beside) if beside.is_file() else None
-    index = _read_json(path / "model_index.json")
+        return path, read_json(beside) if beside.is_file() else None
+    index = read_json(path / "model_index.json")
     unet_entry = index.get("unet")
     if not (isinstance(unet_entry, list) and unet_entry[-1] == "UNet2DModel"):
         raise UnmixError(f"{path} is a {index.get('_class_name')} whose unet is {unet_entry}; unmix reads pipelines "
@@ -348,7 +349,7 @@ def _locate(path: Path) -> tuple[Path, dict | None]:
     sched = path / "scheduler" / "scheduler_config.json"
     if not sched.is_file():
         raise UnmixError(f"{path} has no scheduler/scheduler_config.json")
-    return path / "unet", _read_json(sched)
+    return path / "unet", read_json(sched)
 
 
 def read_diffusers_folder(path, schedule: dict | None = None, null_class: bool = False
@@ -367,7 +368,7 @@ def read_diffusers_folder(path, schedule: dict | None = None, null_class: bool =
     _weight_files(unet_dir)  # a pickle-only folder is refused before anything else is asked of it
     cfg = schedule_config(folder_schedule, schedule)
     recipe = DiffusersRecipe.from_scheduler_config(cfg)
-    unet_config = _read_json(unet_dir / "config.json")
+    unet_config = read_json(unet_dir / "config.json")
     unet = _build_unet(unet_config)
     try:
         unet.load_state_dict(read_weights(unet_dir))
@@ -384,8 +385,8 @@ def describe_folder(path) -> tuple[list[str], bool]:
     """(lines for `unmix info`, whether the folder holds a scheduler) from the folder's configs alone."""
     path = Path(path).expanduser()
     unet_dir, folder_schedule = _locate(path)
-    unet = _read_json(unet_dir / "config.json")
-    kind = _read_json(path / "model_index.json").get("_class_name") if unet_dir != path else "bare UNet2DModel"
+    unet = read_json(unet_dir / "config.json")
+    kind = read_json(path / "model_index.json").get("_class_name") if unet_dir != path else "bare UNet2DModel"
     keys = ("block_out_channels", "layers_per_block", "down_block_types", "num_class_embeds")
     lines = [f"checkpoint   {path} (diffusers {kind} folder)",
              "network      diffusers UNet2DModel, " + ", ".join(f"{k}={unet.get(k)}" for k in keys),

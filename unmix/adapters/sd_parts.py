@@ -16,18 +16,16 @@ Weights are read with safetensors into memory (fp16 variants and sharded indexes
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from safetensors import SafetensorError
 from safetensors.torch import load as load_safetensors
 from torch import nn
 
-from unmix.adapters.diffusers_folder import DiffusersRecipe, schedule_config
+from unmix.adapters.diffusers_folder import DiffusersRecipe, read_json, schedule_config
 from unmix.conditioning import TextCond
-from unmix.encoders import Encoder
+from unmix.encoders import LatentEncoder
 from unmix.errors import UnmixError
 
 INSTALL = 'pip install "unmix[diffusers]" (in a source checkout: pip install -e ".[diffusers]")'
@@ -43,16 +41,6 @@ def libraries():
     except ImportError:
         raise UnmixError(f"a Stable Diffusion model needs diffusers and transformers: {INSTALL}") from None
     return diffusers, transformers
-
-
-def read_json(path: Path) -> dict:
-    try:
-        obj = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise UnmixError(f"{path} is not readable JSON ({e})") from None
-    if not isinstance(obj, dict):
-        raise UnmixError(f"{path} does not hold a JSON object")
-    return obj
 
 
 # -- weights ------------------------------------------------------------------------------------------
@@ -127,7 +115,7 @@ class SDUNet(nn.Module):
         return self.unet(x, c_noise, encoder_hidden_states=tokens).sample
 
 
-class VAEEncoder(Encoder):
+class VAEEncoder(LatentEncoder):
     """Latent diffusion through an AutoencoderKL: z = (posterior mean - shift) x scaling_factor, and back."""
 
     name = "sd-vae"
@@ -156,34 +144,9 @@ class VAEEncoder(Encoder):
             raise UnmixError(f"image size {h}x{w} is not a multiple of the VAE's factor {self.factor}")
         return (self.channels, h // self.factor, w // self.factor)
 
-    def latent_mask(self, mask, image_shape):
-        """A latent pixel is filled in when any pixel of its block is."""
-        full = torch.broadcast_to(mask, tuple(image_shape)).any(0).float()
-        small = F.max_pool2d(full[None, None], self.factor)[0, 0].bool()
-        if bool(small.all()):
-            raise UnmixError(f"every {self.factor}x{self.factor} block of the image touches a masked pixel, so no "
-                             "latent is known; mask a region, not scattered pixels")
-        return small.expand(self.channels, *small.shape)
-
-    def masked_input(self, y, full):
-        """The masked pixels set to the known pixels' mean colour, so what they held does not leak into the code."""
-        known = (~full).to(y.dtype)
-        fill = (y * known).sum((2, 3), keepdim=True) / known.sum((2, 3), keepdim=True).clamp_min(1)
-        return torch.where(full, fill, y)
-
-    def decoding(self, callback):
-        if callback is None:
-            return None
-        return lambda step, sigma, x, x0_hat: callback(step, sigma, self.decode(x).clamp(-1, 1),
-                                                       self.decode(x0_hat).clamp(-1, 1))
-
     def encode_dataset(self, dataset):
         raise UnmixError("training on a Stable Diffusion VAE's latents is not supported; train with unmix's own "
                          "autoencoder (latent=)")
-
-    def require_pixels(self, what):
-        raise UnmixError(f"{what} of a latent model would be of its latents, not of the images; it needs a "
-                         "pixel-space model")
 
     def to(self, device):
         self.vae.to(device)
