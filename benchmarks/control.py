@@ -9,15 +9,16 @@
     python benchmarks/control.py ceiling    # the same with an exact denoiser of the training digits
     python benchmarks/control.py pictures   # docs/control_*.png
     python benchmarks/control.py report     # docs/control_results.md from the JSON the steps wrote
+    python benchmarks/control.py --smoke    # every step at toy size (a tiny network, a few digits) in a temporary folder
 
-Each step writes its numbers as JSON under --work. Heavy: run one at a time, e.g.
-`flock /tmp/unmix-heavy.lock python benchmarks/control.py digits`.
+Each step writes its numbers as JSON under --work (pictures and the report: under --docs). Heavy: run one at a
+time, e.g. `flock /tmp/unmix-heavy.lock python benchmarks/control.py classes`.
 """
 from __future__ import annotations
 
 import argparse
 import json
-import platform
+import tempfile
 import time
 from pathlib import Path
 
@@ -25,12 +26,15 @@ import torch
 
 from unmix.analytic import GaussianMixture, digits_mixture
 from unmix.data import Dataset, load_dataset
+from unmix.distributed import machine
 from unmix.edit import edit
-from unmix.guidance import DEFAULT_GUIDANCE, ClassifierFreeGuidance
+from unmix.guidance import DEFAULT_GUIDANCE
 from unmix.inpaint import exact_conditional, holdout_split, inpaint
 from unmix.metrics.exact import sliced_w2
 from unmix.rng import generators_from_seeds
-from unmix.samplers import DEFAULT_SAMPLER, sample
+from unmix.samplers import DEFAULT_SAMPLER
+from unmix.training import trainer
+from unmix.training.config import TrainConfig
 
 WORK = Path("runs/control")
 DOCS = Path("docs")
@@ -143,13 +147,11 @@ def cmd_mixture(args) -> None:
 
 # -- the trained digits model -----------------------------------------------------------------------
 def cmd_train(args) -> None:
-    from unmix.train import TrainConfig, Trainer
-
     train, _ = digits_split()
     cfg = TrainConfig(data="digits", cond=args.cond, out=str(args.work / f"digits-{args.cond}"), steps=args.steps,
-                      threads=args.threads)
+                      threads=args.threads, nfe=args.nfe, net={"channels": args.channels} if args.channels else {})
     t = time.time()
-    result = Trainer(cfg, dataset=train).run(progress=True)
+    result = trainer.start(cfg, train).train(progress=not args.smoke)
     record(args.work, f"train-{args.cond}", {"checkpoint": str(result.checkpoint), "steps": result.step, "items": len(train),
                                 "minutes": round((time.time() - t) / 60, 1), "loss": result.last_stats.get("loss")})
 
@@ -161,17 +163,10 @@ def load_model(args, cond: str = "label"):
     return load(args.work / f"digits-{cond}")
 
 
-@torch.no_grad()
-def draw(model, n: int, labels: torch.Tensor | None = None, scale: float = 1.0, batch: int = 500) -> torch.Tensor:
+def draw(model, n: int, nfe: int, labels: torch.Tensor | None = None, scale: float = 1.0) -> torch.Tensor:
     """n samples (sample i from seed i) of `labels` at guidance `scale`, or unconditional when labels is None."""
-    lo, hi = model.recipe.sigma_range()
-    den = model.denoiser if labels is None else ClassifierFreeGuidance(model.denoiser, scale)
-    out = []
-    for a in range(0, n, batch):
-        b = min(n, a + batch)
-        out.append(sample(den, (b - a, *model.shape), DEFAULT_SAMPLER, NFE, generator=generators_from_seeds(range(a, b)),
-                          cond=None if labels is None else labels[a:b], sigma_min=lo, sigma_max=hi).clamp(-1, 1))
-    return torch.cat(out)
+    return model.sample(n, seed=0, sampler=DEFAULT_SAMPLER, nfe=nfe, labels=labels,
+                        guidance=None if labels is None else scale, batch_size=500)
 
 
 def classify(x: torch.Tensor) -> torch.Tensor:
@@ -189,16 +184,16 @@ def cmd_classes(args) -> None:
     n = args.n
     labels = torch.arange(n) % 10
     t = time.time()
-    rows = [{"guidance": "unconditional", **_quality(evaluate(draw(model, n), "digits")),
+    rows = [{"guidance": "unconditional", **_quality(evaluate(draw(model, n, args.nfe), "digits")),
              "seconds": round(time.time() - t)}]
     for w in GUIDANCE_SCALES:
         t = time.time()
-        x = draw(model, n, labels, w)
+        x = draw(model, n, args.nfe, labels, w)
         acc = float((classify(x) == labels).float().mean())
         rows.append({"guidance": w, "accuracy": acc, **_quality(evaluate(x, "digits")), "seconds": round(time.time() - t)})
         print(rows[-1])
-    record(args.work, "classes", {"checkpoint": str(model.checkpoint), "n": n, "sampler": DEFAULT_SAMPLER, "nfe": NFE,
-                                  "rows": rows})
+    record(args.work, "classes", {"checkpoint": str(model.checkpoint), "n": n, "sampler": DEFAULT_SAMPLER,
+                                  "nfe": args.nfe, "rows": rows})
 
 
 TUNE_WEIGHTS = (1.0, 2.0, 3.0, 4.0)
@@ -227,7 +222,7 @@ def cmd_tune(args) -> None:
     for the --cond model and for a KDE of the training digits without the tuning digits. Guided runs walk a
     32-step grid; guided_repaint runs add RePaint's j5 r4 resampling (ddpm). --only METHOD reruns that
     method's rows and keeps the others."""
-    train, tune = tuning_digits()
+    train, tune = tuning_digits(args.limit or 180)
     x0, labels = train.batch(torch.arange(len(train)))
     y, truth = x0[tune], labels[tune]
     rest = torch.ones(len(x0), dtype=torch.bool)
@@ -259,7 +254,7 @@ def cmd_complete(args) -> None:
     """Bottom-half completion of every held-out digit (no label) by the --cond model, per method, scored by the
     classifier; rows of the other model already in complete.json are kept."""
     _, held = digits_split()
-    y, truth = held.batch(torch.arange(len(held)))
+    y, truth = held.batch(torch.arange(args.limit or len(held)))
     score = lambda x: float((classify(x.clamp(-1, 1)) == truth).float().mean())  # noqa: E731
     rows = [{"completion": "originals (classifier ceiling)", "accuracy": score(y)},
             {"completion": "top half only, bottom black", "accuracy": score(torch.where(BOTTOM, -1.0, y))}]
@@ -279,7 +274,7 @@ def cmd_complete(args) -> None:
         print(rows[-1])
     rows.sort(key=lambda r: (r.get("model", ""), list(INPAINT_METHODS).index(r["completion"])
                              if r["completion"] in INPAINT_METHODS else -1))
-    record(args.work, "complete", {"held_out": len(held), "rows": rows})
+    record(args.work, "complete", {"held_out": len(y), "rows": rows})
 
 
 def cmd_ceiling(args) -> None:
@@ -288,11 +283,13 @@ def cmd_ceiling(args) -> None:
     torch.set_num_threads(args.threads)
     train, held = digits_split()
     x0, _ = train.batch(torch.arange(len(train)))
-    y, truth = held.batch(torch.arange(len(held)))
+    y, truth = held.batch(torch.arange(args.limit or len(held)))
     kde = kde_of(x0)
     score = lambda x: float((classify(x.float().clamp(-1, 1)) == truth).float().mean())  # noqa: E731
     rows = []
     for name, settings in INPAINT_METHODS.items():
+        if args.only and not name.startswith(args.only):
+            continue
         x, used = inpaint(kde, y.double(), BOTTOM, len(y), generator=generators_from_seeds(range(len(y))),
                           return_nfe=True, **settings)
         rows.append({"model": "exact KDE of the training digits", "completion": name, "nfe": used, "accuracy": score(x)})
@@ -316,6 +313,11 @@ def cmd_ceiling(args) -> None:
     record(args.work, "ceiling", {"rows": rows})
 
 
+def _percent(accuracy: dict, weight: float) -> str:
+    """A table cell: the accuracy at this weight, or "-" where a partial run (--only) did not measure it."""
+    return f"{100 * accuracy[weight]:.1f}%" if weight in accuracy else "-"
+
+
 def _quality(m: dict) -> dict:
     return {k: round(m[k], 4) for k in ("fd", "kid", "precision", "recall")}
 
@@ -325,11 +327,11 @@ def cmd_pictures(args) -> None:
     """The class grid (conditional model), inpainting and SDEdit examples (model trained without labels)."""
     from unmix.data.images import make_grid
 
-    DOCS.mkdir(exist_ok=True)
+    args.docs.mkdir(parents=True, exist_ok=True)
     if args.picture in ("all", "classes"):
         labels = torch.arange(10).repeat_interleave(10)  # one row per class
-        x = draw(load_model(args, "label"), len(labels), labels, DEFAULT_GUIDANCE)
-        make_grid(x, nrow=10, scale=6).save(DOCS / "control_classes.png")
+        x = draw(load_model(args, "label"), len(labels), args.nfe, labels, DEFAULT_GUIDANCE)
+        make_grid(x, nrow=10, scale=6).save(args.docs / "control_classes.png")
     model = load_model(args, "none")
     _, held = digits_split()
     if args.picture in ("all", "inpaint"):
@@ -337,14 +339,14 @@ def cmd_pictures(args) -> None:
         rows = []
         for img in y:
             done = inpaint(model, img, BOTTOM, 6, generator=generators_from_seeds(range(6)),
-                           **INPAINT_METHODS[PICTURE_INPAINT]).clamp(-1, 1)
+                           **INPAINT_METHODS[args.picture_method]).clamp(-1, 1)
             rows.append(torch.cat([img[None], torch.where(BOTTOM, 0.0, img)[None], done]))
-        make_grid(torch.cat(rows), nrow=8, scale=6).save(DOCS / "control_inpaint.png")
+        make_grid(torch.cat(rows), nrow=8, scale=6).save(args.docs / "control_inpaint.png")
     if args.picture not in ("all", "edit"):
         return
     y, _ = held.batch(torch.arange(6, 10))
     tiles = [edit(model, img, s, 1, seed=0).clamp(-1, 1) for img in y for s in EDIT_STRENGTHS]
-    make_grid(torch.cat(tiles), nrow=len(EDIT_STRENGTHS), scale=6).save(DOCS / "control_edit.png")
+    make_grid(torch.cat(tiles), nrow=len(EDIT_STRENGTHS), scale=6).save(args.docs / "control_edit.png")
 
 
 # -- the results page ------------------------------------------------------------------------------
@@ -384,8 +386,8 @@ the digits network a guided run takes about twice the time of plain replacement 
 def cmd_report(args) -> None:
     """docs/control_results.md: the tables and pictures for the README's control section."""
     load = lambda name: json.loads((args.work / f"{name}.json").read_text())  # noqa: E731
-    lines = [f"<!-- written by `python benchmarks/control.py report` on {time.strftime('%Y-%m-%d')}, "
-             f"{platform.machine()} CPU, torch {torch.__version__} -->", "", USAGE]
+    lines = [f"<!-- written by `python benchmarks/control.py report` on {time.strftime('%Y-%m-%d')}, {machine()} -->",
+             "", USAGE]
     if (args.work / "mixture.json").is_file():
         rows = load("mixture")
         lines += ["### Inpainting against the exact answer", "",
@@ -458,7 +460,7 @@ def cmd_report(args) -> None:
         for model in dict.fromkeys(r["model"] for r in plain):
             for sampler in dict.fromkeys(r["sampler"] for r in plain):
                 acc = {r["weight"]: r["accuracy"] for r in plain if r["model"] == model and r["sampler"] == sampler}
-                lines.append(f"| {model} | {sampler} | " + " | ".join(f"{100 * acc[w]:.1f}%" for w in (0.0, *TUNE_WEIGHTS))
+                lines.append(f"| {model} | {sampler} | " + " | ".join(_percent(acc, w) for w in (0.0, *TUNE_WEIGHTS))
                              + " |")
         resampled = [r for r in d["rows"] if r.get("method") == "guided_repaint"]
         if resampled:
@@ -467,38 +469,67 @@ def cmd_report(args) -> None:
                       "| model | " + " | ".join(f"w = {w:g}" for w in weights) + " |", "|---|" + "---:|" * len(weights)]
             for model in dict.fromkeys(r["model"] for r in resampled):
                 acc = {r["weight"]: r["accuracy"] for r in resampled if r["model"] == model}
-                lines.append(f"| {model} | " + " | ".join(f"{100 * acc[w]:.1f}%" for w in weights) + " |")
+                lines.append(f"| {model} | " + " | ".join(_percent(acc, w) for w in weights) + " |")
         lines.append("")
     lines += ["### Pictures", "",
               f"![one row per class, guidance {DEFAULT_GUIDANCE}](control_classes.png)", "",
-              f"![held-out digits: original, known top half, six completions ({PICTURE_INPAINT}, model `none`)]"
+              f"![held-out digits: original, known top half, six completions ({args.picture_method}, model `none`)]"
               "(control_inpaint.png)", "",
               f"![SDEdit of held-out digits at strength {', '.join(map(str, EDIT_STRENGTHS))}](control_edit.png)", ""]
-    (DOCS / "control_results.md").write_text("\n".join(lines))
+    (args.docs / "control_results.md").write_text("\n".join(lines))
     print("\n".join(lines))
+
+
+STEPS = {"mixture": cmd_mixture, "train": cmd_train, "classes": cmd_classes, "tune": cmd_tune, "complete": cmd_complete,
+         "ceiling": cmd_ceiling, "pictures": cmd_pictures, "report": cmd_report}
+
+
+def smoke(args) -> None:
+    """Every step at toy size: the mixtures' plain replacement on one observation, two 2-step digits networks of 8
+    channels, 70 samples at NFE 4, plain replacement on 8 digits (in the pictures too), the pictures and the
+    report, in a temporary folder."""
+    with tempfile.TemporaryDirectory() as tmp:
+        args.work = args.docs = Path(tmp)
+        args.picture_method = "replace, ipndm"
+        args.steps, args.channels, args.n, args.nfe, args.observations, args.limit, args.draws = 2, 8, 70, 4, 1, 8, 2
+        for args.step, args.cond, args.only in [("mixture", "label", "replace NFE 20"), ("train", "label", ""),
+                                                ("train", "none", ""), ("classes", "label", ""),
+                                                ("tune", "none", "replace"), ("complete", "none", "replace, ipndm"),
+                                                ("complete", "label", "replace, ipndm"),
+                                                ("ceiling", "none", "replace, ipndm"), ("pictures", "none", ""),
+                                                ("report", "none", "")]:
+            STEPS[args.step](args)
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("step", choices=["mixture", "train", "classes", "tune", "complete", "ceiling", "pictures", "report"])
+    p.add_argument("step", nargs="?", choices=list(STEPS))
     p.add_argument("--work", type=Path, default=WORK)
+    p.add_argument("--docs", type=Path, default=DOCS, help="pictures, report: where they are written")
     p.add_argument("--steps", type=int, default=None, help="training steps (default: the digits preset)")
+    p.add_argument("--channels", type=int, default=None, help="train: network width (default: the digits preset)")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--cond", choices=["label", "none"], default="label", help="train: with labels or without")
     p.add_argument("--n", type=int, default=1000, help="samples per measurement")
+    p.add_argument("--nfe", type=int, default=NFE, help="train (previews), classes, pictures: the sampler's NFE")
     p.add_argument("--observations", type=int, default=8, help="observed images per mixture")
+    p.add_argument("--limit", type=int, default=None,
+                   help="tune, complete, ceiling: only the first LIMIT digits (default: all 180)")
     p.add_argument("--only", default="",
-                   help="mixture, complete: rerun only the runs whose name starts with this, keep the rest")
+                   help="mixture, tune, complete, ceiling: rerun only the runs whose name starts with this, keep the rest")
     p.add_argument("--picture", choices=["all", "classes", "inpaint", "edit"], default="all",
                    help="pictures: which one to redraw")
+    p.add_argument("--picture-method", choices=list(INPAINT_METHODS), default=PICTURE_INPAINT,
+                   help="pictures, report: the inpainting method the picture shows")
     p.add_argument("--draws", type=int, default=10, help="ceiling: exact conditional draws per held-out digit")
+    p.add_argument("--smoke", action="store_true", help="every step at toy size in a temporary folder (CI)")
     args = p.parse_args()
-    print(f"{platform.node()} {platform.processor()} torch {torch.__version__}")
-    steps = {"mixture": cmd_mixture, "train": cmd_train, "classes": cmd_classes, "tune": cmd_tune, "complete": cmd_complete,
-             "ceiling": cmd_ceiling,
-             "pictures": cmd_pictures,
-             "report": cmd_report}
-    steps[args.step](args)
+    print(machine())
+    if args.smoke:
+        return smoke(args)
+    if args.step is None:
+        p.error(f"give a step ({', '.join(STEPS)}) or --smoke")
+    STEPS[args.step](args)
 
 
 if __name__ == "__main__":

@@ -2,44 +2,42 @@
 
 The model: the diffusers recipe of benchmarks/time_to_quality.py (UNet2DModel of 1.71 M parameters,
 DDPMScheduler with 1000 linear steps, eps prediction, AdamW with warm-up and cosine decay, EMA, batch 64),
-trained for --steps optimizer steps at one thread and saved with DDPMPipeline.save_pretrained, i.e. the
-folder a diffusers user has. unmix reads that folder with unmix.adapters.diffusers_folder (clip_sample from its
-scheduler config, as DDPMPipeline does; rows marked "no clip" switch it off, as DPMSolverMultistepScheduler
-has no clipping) and samples it at NFE 10 and 20; diffusers samples the same network with its DDPM at
-1000 steps and DPM-Solver++(2M) at 20 (and 10). FD etc. from unmix.metrics.quality against all 1,797 digits.
+trained there for 1,000 optimizer steps at one thread and saved with DDPMPipeline.save_pretrained, i.e. the
+folder a diffusers user has. unmix reads that folder with `unmix.load` (unmix.adapters.diffusers_folder:
+clip_sample from its scheduler config, as DDPMPipeline does; rows marked "no clip" switch it off, as
+DPMSolverMultistepScheduler has no clipping) and samples it at NFE 10 and 20; diffusers samples the same network
+with DDPMPipeline at 1000 steps and with DPM-Solver++(2M) in place of its scheduler at 20 (and 10). FD etc. from
+unmix.metrics.quality against all 1,797 digits.
 
-    flock /tmp/unmix-heavy.lock python benchmarks/diffusers_digits.py train      # repeat until it saves the folder
+    flock /tmp/unmix-heavy.lock python benchmarks/time_to_quality.py train-diffusers --steps 1000 --total-steps 1000 \
+        --threads 1 --work runs/diffusers_digits                               # the folder: diffusers/pipeline-00001000
     flock /tmp/unmix-heavy.lock python benchmarks/diffusers_digits.py sample     # repeat until done
     python benchmarks/diffusers_digits.py report                                # markdown table
+    python benchmarks/diffusers_digits.py --smoke      # both commands on an untrained toy pipeline, in a temporary folder
 
-Both `train` and `sample` stop after --minutes (so no invocation runs long on a shared machine) and continue
-where they stopped when run again: `train` saves its whole state, `sample` draws every row in chunks of
---chunk images, saving each with its wall and CPU seconds. Times are reported as CPU seconds (process time),
-which a busy machine inflates less than wall time. The 1000-step DDPM row (1000 network calls per image)
-draws --n-slow samples; every row is also measured on its first --n-slow, so that column compares all rows.
+`sample` stops after --minutes (so no invocation runs long on a shared machine) and continues where it stopped
+when run again: it draws every row in chunks of --chunk images, saving each with its wall and CPU seconds. Times
+are reported as CPU seconds (process time), which a busy machine inflates less than wall time. The 1000-step
+DDPM row (1000 network calls per image) draws --n-slow samples; every row is also measured on its first
+--n-slow, so that column compares all rows.
 """
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import re
-import shutil
-import sys
+import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from time_to_quality import DiffusersRecipe, diffusers_sample, machine  # noqa: E402
-
-from unmix.adapters.diffusers_folder import read_diffusers_folder  # noqa: E402
-from unmix.data import load_dataset  # noqa: E402
-from unmix.metrics import evaluate  # noqa: E402
-from unmix.model import Model  # noqa: E402
-from unmix.store.checkpoint import flatten_state, unflatten_state  # noqa: E402
+import unmix
+from unmix.distributed import machine
+from unmix.metrics import evaluate
 
 # row name -> (library, sampler, NFE, unmix schedule overrides)
 ROWS = {
@@ -55,80 +53,7 @@ ROWS = {
     "diffusers DPM-Solver++(2M), NFE 20": ("diffusers", "dpmsolver", 20, None),
     "diffusers DDPM, NFE 1000 (its recommended)": ("diffusers", "ddpm", 1000, None),
 }
-
-
-def _save_state(path: Path, recipe: DiffusersRecipe, order: torch.Tensor, pos: int, step: int, cpu: float) -> None:
-    """The whole training state as safetensors + a JSON skeleton (unmix.store.checkpoint's format: nothing pickled)."""
-    from safetensors.torch import save_file
-
-    state = {"unet": recipe.unet.state_dict(), "ema": recipe.ema.state_dict(), "opt": recipe.opt.state_dict(),
-             "lr": recipe.lr.state_dict(), "gen": recipe.gen.get_state(), "order": order, "pos": pos, "step": step,
-             "cpu_seconds": cpu}
-    tensors, skeleton = flatten_state(state)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.mkdir(parents=True, exist_ok=True)
-    save_file({k: v.detach().contiguous() for k, v in tensors.items()}, tmp / "state.safetensors")
-    (tmp / "state.json").write_text(json.dumps(skeleton))
-    if path.exists():
-        shutil.rmtree(path)
-    os.replace(tmp, path)
-
-
-def _load_state(path: Path, recipe: DiffusersRecipe) -> tuple[torch.Tensor, int, int, float]:
-    from safetensors.torch import load
-
-    state = unflatten_state(json.loads((path / "state.json").read_text()),
-                            load((path / "state.safetensors").read_bytes()))
-    recipe.unet.load_state_dict(state["unet"])
-    recipe.ema.load_state_dict(state["ema"])
-    recipe.opt.load_state_dict(state["opt"])
-    recipe.lr.load_state_dict(state["lr"])
-    recipe.gen.set_state(state["gen"])
-    return state["order"], state["pos"], state["step"], state["cpu_seconds"]
-
-
-def train(args) -> None:
-    """The diffusers recipe for args.steps steps (cosine decay planned over them), saved as a DDPMPipeline folder.
-
-    Stops after --minutes with its full state saved (model, EMA, optimiser, schedule, data order, generator);
-    run it again to continue, bit for bit as if uninterrupted."""
-    from diffusers import DDPMPipeline
-
-    torch.set_num_threads(args.threads)
-    work = Path(args.work)
-    folder, state_path = work / "pipeline", work / "train_state"
-    if folder.exists():
-        print(f"{folder} exists; delete it to train again")
-        return
-    data = load_dataset("digits")
-    x_all, _ = data.batch(torch.arange(len(data)))
-    recipe = DiffusersRecipe(args.steps)
-    if state_path.exists():
-        order, pos, done, cpu = _load_state(state_path, recipe)
-    else:
-        order, pos, done, cpu = torch.randperm(len(x_all), generator=recipe.gen), 0, 0, 0.0
-    deadline = time.monotonic() + args.minutes * 60
-    for step in range(done + 1, args.steps + 1):
-        t0 = time.process_time()
-        if pos + 64 > len(order):  # a shuffled DataLoader, last partial batch dropped
-            order, pos = torch.randperm(len(x_all), generator=recipe.gen), 0
-        loss = recipe.step(x_all[order[pos:pos + 64]])
-        pos += 64
-        cpu += time.process_time() - t0
-        if step % 100 == 0:
-            print(f"step {step}, loss {loss:.4f}, {cpu:.0f} CPU s", flush=True)
-        if time.monotonic() > deadline and step < args.steps:
-            _save_state(state_path, recipe, order, pos, step, cpu)
-            print(f"time budget spent at step {step}; run `train` again to continue", flush=True)
-            return
-    recipe.ema.copy_to(recipe.unet.parameters())
-    tmp = work / f".pipeline-{os.getpid()}"
-    DDPMPipeline(unet=recipe.unet.eval(), scheduler=recipe.scheduler).save_pretrained(tmp)
-    (tmp / "unmix_benchmark.json").write_text(json.dumps({"steps": args.steps, "train_cpu_seconds": round(cpu, 1),
-                                                          "threads": args.threads}) + "\n")
-    os.replace(tmp, folder)
-    shutil.rmtree(state_path, ignore_errors=True)
-    print(f"{args.steps} steps in {cpu / 60:.1f} CPU min -> {folder}")
+PIPELINE = "runs/diffusers_digits/diffusers/pipeline-00001000"
 
 
 def _sampler(row: str, folder: Path, cache: dict):
@@ -136,15 +61,22 @@ def _sampler(row: str, folder: Path, cache: dict):
     library, sampler, nfe, schedule = ROWS[row]
     if library == "unmix":
         if row not in cache:
-            cache[row] = Model(*read_diffusers_folder(folder, schedule=schedule))
+            cache[row] = unmix.load(folder, schedule=schedule)
         model = cache[row]
         return lambda lo, size: model.sample(size, seed=lo, sampler=sampler, nfe=nfe, batch_size=size)
-    if "unet" not in cache:
-        from diffusers import UNet2DModel
+    if sampler not in cache:  # DDPMPipeline as saved, or with DPM-Solver++(2M) in place of its DDPM scheduler
+        from diffusers import DDPMPipeline, DPMSolverMultistepScheduler
 
-        cache["unet"] = UNet2DModel.from_pretrained(folder / "unet").eval()
-    unet = cache["unet"]
-    return lambda lo, size: diffusers_sample(unet, sampler, nfe, size, seed=lo, batch=size)
+        pipe = DDPMPipeline.from_pretrained(folder)
+        if sampler == "dpmsolver":
+            pipe.scheduler = DPMSolverMultistepScheduler(num_train_timesteps=1000, algorithm_type="dpmsolver++",
+                                                         solver_order=2)
+        pipe.set_progress_bar_config(disable=True)
+        cache[sampler] = pipe
+    pipe = cache[sampler]
+    return lambda lo, size: torch.from_numpy(pipe(batch_size=size, generator=torch.Generator().manual_seed(lo),
+                                                  num_inference_steps=nfe, output_type="np").images
+                                             ).permute(0, 3, 1, 2) * 2 - 1
 
 
 def _slug(row: str) -> str:
@@ -158,12 +90,11 @@ def _target(row: str, args) -> int:
 
 def sample(args) -> None:
     torch.set_num_threads(args.threads)
-    work = Path(args.work)
-    folder = work / "pipeline"
+    work, folder = Path(args.work), Path(args.pipeline)
     if not folder.is_dir():
-        raise SystemExit(f"no {folder}: run `train` first")
+        raise SystemExit(f"no {folder}: train it with benchmarks/time_to_quality.py train-diffusers (see above)")
     chunks = work / "chunks"
-    chunks.mkdir(exist_ok=True)
+    chunks.mkdir(parents=True, exist_ok=True)
     deadline, cache = time.monotonic() + args.minutes * 60, {}
     rows = [r for r in ROWS if not args.rows or any(k.lower() in r.lower() for k in args.rows)]
     for lo in range(0, args.n, args.chunk):  # round-robin over rows: every row advances under the same load
@@ -190,7 +121,7 @@ def sample(args) -> None:
 def report(args) -> None:
     """FD/KID of every row on its first --n-slow samples (one column for all rows), and FD on --n where drawn."""
     work = Path(args.work)
-    meta = json.loads((work / "pipeline" / "unmix_benchmark.json").read_text())
+    meta = json.loads((Path(args.pipeline) / "unmix_benchmark.json").read_text())
     results = {}
     for row in ROWS:
         loaded = [np.load(p) for p in sorted((work / "chunks").glob(f"{_slug(row)}-*.npz"))]
@@ -217,20 +148,46 @@ def report(args) -> None:
               f"{r['cpu_seconds_per_1000']:.0f} |")
 
 
+def toy_pipeline(folder: Path) -> None:
+    """An untrained DDPMPipeline of a small UNet2DModel for digits, with the record the report reads: the smoke's
+    stand-in for a trained folder."""
+    from diffusers import DDPMPipeline, DDPMScheduler, UNet2DModel
+
+    torch.manual_seed(0)
+    unet = UNet2DModel(sample_size=8, in_channels=1, out_channels=1, layers_per_block=1, block_out_channels=(8, 16),
+                       norm_num_groups=4, down_block_types=("DownBlock2D", "DownBlock2D"),
+                       up_block_types=("UpBlock2D", "UpBlock2D"))
+    DDPMPipeline(unet=unet, scheduler=DDPMScheduler(num_train_timesteps=1000)).save_pretrained(folder)
+    (folder / "unmix_benchmark.json").write_text(json.dumps({"steps": 0, "train_cpu_seconds": 0.0, "threads": 1}))
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("command", choices=["train", "sample", "report"])
-    p.add_argument("--steps", type=int, default=1500, help="optimizer steps for `train`")
+    p.add_argument("command", nargs="?", choices=["sample", "report"])
+    p.add_argument("--pipeline", default=PIPELINE, help="the diffusers pipeline folder to sample")
     p.add_argument("--n", type=int, default=1000, help="samples per row")
     p.add_argument("--n-slow", type=int, default=250, help="samples for the 1000-step DDPM row (all rows are also "
                    "measured on their first N_SLOW)")
     p.add_argument("--chunk", type=int, default=100, help="samples drawn (and saved) at a time")
     p.add_argument("--rows", nargs="*", help="only rows whose name contains one of these words")
-    p.add_argument("--minutes", type=float, default=8.0, help="`train` / `sample` stop after this long (rerun them)")
+    p.add_argument("--minutes", type=float, default=8.0, help="`sample` stops after this long (rerun it)")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--work", default="runs/diffusers_digits")
+    p.add_argument("--smoke", action="store_true", help="sample (the 1000-step row left out) and report a toy "
+                   "pipeline in a temporary folder (CI)")
     args = p.parse_args()
-    {"train": train, "sample": sample, "report": report}[args.command](args)
+    if not args.smoke:
+        if args.command is None:
+            p.error("give a command (sample, report) or --smoke")
+        return {"sample": sample, "report": report}[args.command](args)
+    if importlib.util.find_spec("diffusers") is None:
+        return print("smoke skipped: diffusers is not installed (pip install -e .[bench])")
+    with tempfile.TemporaryDirectory() as tmp:
+        args.work, args.pipeline, args.n, args.n_slow, args.chunk = tmp, Path(tmp) / "pipeline", 70, 70, 35
+        args.rows, args.threads = ["unmix", "DPM-Solver"], 1
+        toy_pipeline(args.pipeline)
+        sample(args)
+        report(args)
 
 
 if __name__ == "__main__":

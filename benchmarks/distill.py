@@ -6,6 +6,7 @@ Digits (progressive distillation 16 -> 8 -> 4 -> 2 -> 1 Euler steps, one bounded
     OMP_NUM_THREADS=1 unmix train --data digits --out runs/digits --minutes 5 --threads 1     # the teacher
     OMP_NUM_THREADS=1 python benchmarks/distill.py train      # ONE round per call (<= --minutes); call 4 times
     OMP_NUM_THREADS=1 python benchmarks/distill.py eval --n 500   # the table, and results.json in --out
+    python benchmarks/distill.py --smoke      # a toy teacher, the four rounds and the table, in a temporary folder
 
 Emoji (a latent model; the students come from the CLI, two rounds per call):
 
@@ -26,15 +27,17 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import statistics
+import tempfile
 import time
 from datetime import datetime, timezone
 from pathlib import Path
 
 import torch
 
+import unmix
 from unmix.apps.distill import DONE, DistillSettings, distill
+from unmix.distributed import machine
 from unmix.metrics.quality import evaluate
 from unmix.model import load
 
@@ -97,8 +100,8 @@ def evaluate_all(teacher: str, students: list[Path], out: Path, n: int, data: st
         rows.append(_row(f"student nfe-{k}", student, None, k, n, data))
         costs[k] = _minutes(folder)
     fds = [r["fd"] for r in noise]
-    result = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "machine": platform.processor() or
-              platform.machine(), "threads": threads, "n": n, "data": data, "teacher": teacher, "rows": rows,
+    result = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "machine": machine(),
+              "threads": threads, "n": n, "data": data, "teacher": teacher, "rows": rows,
               "teacher32_fd_mean": statistics.mean(fds), "teacher32_fd_sd": statistics.stdev(fds),
               "round_minutes": costs, "total_distill_wall_minutes": sum(c["wall"] for c in costs.values())}
     print(f"teacher@32 FD {result['teacher32_fd_mean']:.3f} +- {result['teacher32_fd_sd']:.3f} (3 seed ranges); "
@@ -110,7 +113,7 @@ def evaluate_all(teacher: str, students: list[Path], out: Path, n: int, data: st
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("stage", choices=("train", "eval"))
+    p.add_argument("stage", nargs="?", choices=("train", "eval"))
     p.add_argument("--data", default="digits", help="The evaluator's feature space (digits, emoji).")
     p.add_argument("--teacher", default="runs/digits")
     p.add_argument("--students", nargs="*", type=Path, default=None,
@@ -121,14 +124,30 @@ def main() -> None:
     p.add_argument("--batch-size", type=int, default=32, help="Images per step (small: more steps per CPU minute).")
     p.add_argument("--n", type=int, default=500, help="Samples per row (FD grows as n falls: compare rows at equal n).")
     p.add_argument("--threads", type=int, default=1, help="Threads for eval (training rounds use 1).")
+    p.add_argument("--smoke", action="store_true", help="a 2-step teacher of 8 channels, four 1-second rounds and "
+                   "the table on 70 samples, in a temporary folder (CI)")
     a = p.parse_args()
     torch.set_num_threads(1)
+    if a.smoke:
+        with tempfile.TemporaryDirectory() as tmp:
+            a.teacher, a.out, a.minutes, a.n = f"{tmp}/teacher", tmp, 0.02, 70
+            unmix.train("digits", out=a.teacher, steps=2, net={"channels": 8}, threads=1, nfe=4, progress=False)
+            for _ in CHAIN:
+                train_next(a.teacher, Path(a.out), a.minutes, a.from_nfe, a.batch_size)
+            return evaluate_all(a.teacher, _students(a), Path(a.out), a.n, a.data, a.threads)
+    if a.stage is None:
+        p.error("give a stage (train, eval) or --smoke")
     if a.stage == "train":
         train_next(a.teacher, Path(a.out), a.minutes, a.from_nfe, a.batch_size)
     else:
-        students = a.students if a.students is not None else \
-            [Path(a.out) / f"nfe-{k}" for k in CHAIN if (Path(a.out) / f"nfe-{k}" / DONE).is_file()]
-        evaluate_all(a.teacher, students, Path(a.out), a.n, a.data, a.threads)
+        evaluate_all(a.teacher, _students(a), Path(a.out), a.n, a.data, a.threads)
+
+
+def _students(a) -> list[Path]:
+    """--students, or the finished rounds of the digits chain under --out."""
+    if a.students is not None:
+        return a.students
+    return [Path(a.out) / f"nfe-{k}" for k in CHAIN if (Path(a.out) / f"nfe-{k}" / DONE).is_file()]
 
 
 if __name__ == "__main__":

@@ -3,10 +3,10 @@
 Each unmix candidate is the `unmix train --data emoji` command with some flags (`latent`: the pixel preset's
 rival, `unmix train --data emoji --latent`, both stages inside the minutes); each is trained for --minutes of
 wall clock at one thread through the CLI (as a user would), then measured by FD / precision / recall in the
-emoji feature space (500 samples, the default sampler at 32 NFE, seed 0) and sampled as a 64-image grid. The `diffusers`
-candidate is the recipe a diffusers user would write (benchmarks/diffusers_emoji.py), trained and measured the
-same way (DPM-Solver++(2M), 32 network calls) and kept as a DDPMPipeline folder (NAME-Mmin/pipeline/). Two
-candidates train side by side, one per core (the flock slots keep heavier jobs out); results go to
+emoji feature space (--n 500 samples, the default sampler at --nfe 32, seed 0) and sampled as a 64-image grid. The
+`diffusers` candidate is the recipe a diffusers user would write (below), trained and measured the same way
+(DPM-Solver++(2M), 32 network calls) and kept as a DDPMPipeline folder (NAME-Mmin/pipeline/). Two candidates
+train side by side, one per core (the flock slots keep heavier jobs out); results go to
 runs/emoji_budget/NAME-Mmin/:
 
     flock /tmp/unmix-slotA.lock python benchmarks/emoji_budget.py train patch64 --minutes 30
@@ -14,17 +14,30 @@ runs/emoji_budget/NAME-Mmin/:
     python benchmarks/emoji_budget.py measure patch64 runs/my-run   # a run trained by hand with those flags
     python benchmarks/emoji_budget.py resample-diffusers --minutes 30   # its network, unmix's sampler, x0 clipped
     python benchmarks/emoji_budget.py report        # table from runs/emoji_budget/*/result.json
+    python benchmarks/emoji_budget.py --smoke       # every command at toy size in a temporary folder
+
+The diffusers recipe, as diffusers' train_unconditional example sized down for 32 px and one CPU thread:
+UNet2DModel with widths 64/128/128, two blocks per level and self-attention at 8x8 (6.5M parameters; the pixel
+preset has 4.96M), DDPMScheduler with 1000 linear steps and epsilon prediction, MSE, AdamW at 1e-4 (betas
+0.95/0.999, weight decay 1e-6) with 500 warm-up steps and then a constant rate (the example's cosine needs the
+step count, which a time budget does not give), gradient clipping at 1, EMA as the example (0.9999 with warm-up),
+batch 16. No flips (emoji are not mirror-symmetric). Sampled with DPMSolverMultistepScheduler (DPM-Solver++(2M))
+at 32 steps, the same 32 network calls as unmix's rows.
 """
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import subprocess
 import sys
+import tempfile
+import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+import torch
+import torch.nn.functional as F
 
 CANDIDATES = {
     # the preset until 2026-11-22: 32 channels at 32, 16, 8 and 4 pixels
@@ -35,95 +48,159 @@ CANDIDATES = {
     # latent diffusion, both stages inside the minutes: the neighbours' guess on (the default) and off
     "latent": ["--latent", "--neighbours"],
     "latent-plain": ["--latent", "--no-neighbours"],
-    "diffusers": [],  # not unmix: benchmarks/diffusers_emoji.py
+    "diffusers": [],  # not unmix: the recipe below
 }
-ROOT = Path("runs/emoji_budget")
 GUIDANCE = 2.0  # class-conditional candidates are also measured guided at this scale
+BATCH = 16  # the diffusers recipe's
+NFE = 32  # network calls per sample of every row (DPM-Solver++(2M) steps for the diffusers one)
 
 
-def train(name: str, minutes: float) -> None:
-    if name == "diffusers":
-        return train_diffusers(minutes)
-    out = ROOT / f"{name}-{minutes:g}min" / "run"
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    subprocess.run([sys.executable, "-m", "unmix", "train", "--data", "emoji", "--out", str(out), "--minutes",
-                    str(minutes), "--threads", "1", "--sample-every", "1000000", "--checkpoint-every", "1000000",
-                    *CANDIDATES[name]], check=True, env=env)
-    measure(name, out, minutes)
+# -- the diffusers candidate -------------------------------------------------------------------------------
+def emoji_unet():
+    from diffusers import UNet2DModel
+
+    return UNet2DModel(sample_size=32, in_channels=3, out_channels=3, layers_per_block=2,
+                       block_out_channels=(64, 128, 128),
+                       down_block_types=("DownBlock2D", "DownBlock2D", "AttnDownBlock2D"),
+                       up_block_types=("AttnUpBlock2D", "UpBlock2D", "UpBlock2D"))
 
 
-def train_diffusers(minutes: float) -> None:
-    import torch
+def ddpm_scheduler():
+    """The example's training noise schedule: 1000 linear steps, epsilon prediction, x0 clipped when sampling."""
+    from diffusers import DDPMScheduler
 
-    torch.set_num_threads(1)
-    from diffusers_emoji import sample, save_pipeline
-    from diffusers_emoji import train as train_unet
+    return DDPMScheduler(num_train_timesteps=1000, beta_schedule="linear")
+
+
+def train_unet(images: torch.Tensor, minutes: float, seed: int = 0):
+    """(EMA UNet2DModel, steps) after `minutes` of wall clock on images [N, 3, 32, 32] in [-1, 1]."""
+    from diffusers import UNet2DModel
+    from diffusers.optimization import get_constant_schedule_with_warmup
+    from diffusers.training_utils import EMAModel
+
+    torch.manual_seed(seed)
+    unet = emoji_unet()
+    scheduler = ddpm_scheduler()
+    opt = torch.optim.AdamW(unet.parameters(), lr=1e-4, betas=(0.95, 0.999), weight_decay=1e-6, eps=1e-8)
+    lr = get_constant_schedule_with_warmup(opt, num_warmup_steps=500)
+    ema = EMAModel(unet.parameters(), decay=0.9999, use_ema_warmup=True, inv_gamma=1.0, power=3 / 4,
+                   model_cls=UNet2DModel, model_config=unet.config)
+    g = torch.Generator().manual_seed(seed)
+    start, step = time.monotonic(), 0
+    while time.monotonic() - start < minutes * 60:
+        x0 = images[torch.randint(0, len(images), (BATCH,), generator=g)]
+        noise = torch.randn(x0.shape, generator=g)
+        t = torch.randint(0, 1000, (BATCH,), generator=g)
+        loss = F.mse_loss(unet(scheduler.add_noise(x0, noise, t), t).sample, noise)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(unet.parameters(), 1.0)
+        opt.step()
+        lr.step()
+        opt.zero_grad()
+        ema.step(unet.parameters())
+        step += 1
+        if step % 200 == 0:
+            print(f"diffusers step {step} loss {loss.item():.4f} ({(time.monotonic() - start) / 60:.1f} min)", flush=True)
+    ema.copy_to(unet.parameters())
+    return unet.eval(), step
+
+
+@torch.no_grad()
+def sample_unet(unet, n: int, steps: int, seed: int = 0, batch: int = 250) -> torch.Tensor:
+    """n images in [-1, 1] with DPM-Solver++(2M) at `steps` steps, as a diffusers user samples."""
+    from diffusers import DPMSolverMultistepScheduler
+
+    out = []
+    for lo in range(0, n, batch):
+        sched = DPMSolverMultistepScheduler(num_train_timesteps=1000, beta_schedule="linear",
+                                            algorithm_type="dpmsolver++", solver_order=2)
+        sched.set_timesteps(steps)
+        g = torch.Generator().manual_seed(seed + lo)
+        x = torch.randn((min(batch, n - lo), 3, 32, 32), generator=g)
+        for t in sched.timesteps:
+            x = sched.step(unet(x, t).sample, t, x).prev_sample
+        out.append(x.clamp(-1, 1))
+    return torch.cat(out)
+
+
+def train_diffusers(root: Path, minutes: float, n: int, nfe: int) -> None:
+    from diffusers import DDPMPipeline
 
     from unmix.api import save_grid
     from unmix.data import load_dataset
     from unmix.metrics.quality import evaluate
 
+    torch.set_num_threads(1)
     ds = load_dataset("emoji")
-    unet, steps = train_unet(ds.batch(torch.arange(len(ds)))[0], minutes, log=lambda s: print(s, flush=True))
-    out = ROOT / f"diffusers-{minutes:g}min"
+    unet, steps = train_unet(ds.batch(torch.arange(len(ds)))[0], minutes)
+    out = root / f"diffusers-{minutes:g}min"
     out.mkdir(parents=True, exist_ok=True)
-    save_pipeline(unet, out / "pipeline")  # before the long sampling; `unmix sample` reads it (with clip_sample)
-    x = sample(unet, 500)
+    # before the long sampling: the folder a diffusers user has, which `unmix sample` reads (with clip_sample)
+    DDPMPipeline(unet=unet, scheduler=ddpm_scheduler()).save_pretrained(out / "pipeline")
+    x = sample_unet(unet, n, nfe)
     save_grid(x[:64], out / "grid.png", nrow=8)
-    result = {"name": "diffusers", "run": "benchmarks/diffusers_emoji.py", "flags": [], "minutes": minutes,
-              "steps": steps, "images": steps * 16, "parameters": sum(p.numel() for p in unet.parameters()),
-              **evaluate(x, "emoji", 0), **nearest(x), "data": "emoji", "sampler": "dpmsolver++(2M)", "nfe": 32}
+    result = {"name": "diffusers", "run": "benchmarks/emoji_budget.py", "flags": [], "minutes": minutes,
+              "steps": steps, "images": steps * BATCH, "parameters": sum(p.numel() for p in unet.parameters()),
+              **evaluate(x, "emoji", 0), **nearest(x), "data": "emoji", "sampler": "dpmsolver++(2M)", "nfe": nfe}
     write_result(out, result)
 
 
-def measure(name: str, run: Path, minutes: float) -> None:
-    """FD and friends of a run trained with the candidate's flags (by `train`, or by hand), and its grid."""
-    import torch
+# -- the unmix candidates ------------------------------------------------------------------------------------
+def train(root: Path, name: str, minutes: float, n: int, nfe: int) -> None:
+    if name == "diffusers":
+        return train_diffusers(root, minutes, n, nfe)
+    out = root / f"{name}-{minutes:g}min" / "run"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    subprocess.run([sys.executable, "-m", "unmix", "train", "--data", "emoji", "--out", str(out), "--minutes",
+                    str(minutes), "--threads", "1", "--sample-every", "1000000", "--checkpoint-every", "1000000",
+                    "--nfe", str(nfe), *CANDIDATES[name]], check=True, env=env)
+    measure(root, name, out, minutes, n, nfe)
 
-    torch.set_num_threads(1)
+
+def measure(root: Path, name: str, run: Path, minutes: float, n: int, nfe: int) -> None:
+    """FD and friends of a run trained with the candidate's flags (by `train`, or by hand), and its grid."""
     from unmix.api import load, save_grid
     from unmix.data import load_dataset
     from unmix.metrics.quality import evaluate
     from unmix.samplers import DEFAULT_SAMPLER
     from unmix.store.checkpoint import open_checkpoint
 
+    torch.set_num_threads(1)
     model = load(run)  # a run folder loads its latest checkpoint
     stored = open_checkpoint(model.checkpoint)  # config only: the weights are already loaded
     step, batch = stored.step, stored.config["train"]["batch_size"]
-    x = model.sample(500, seed=0, nfe=32)
-    metrics = {**evaluate(x, "emoji", 0), **nearest(x), "data": "emoji", "sampler": DEFAULT_SAMPLER, "nfe": 32}
-    folder = ROOT / f"{name}-{minutes:g}min"
+    x = model.sample(n, seed=0, nfe=nfe)
+    metrics = {**evaluate(x, "emoji", 0), **nearest(x), "data": "emoji", "sampler": DEFAULT_SAMPLER, "nfe": nfe}
+    folder = root / f"{name}-{minutes:g}min"
     folder.mkdir(parents=True, exist_ok=True)
-    save_grid(model.sample(64, seed=0), folder / "grid.png", nrow=8)
+    save_grid(model.sample(64, seed=0, nfe=nfe), folder / "grid.png", nrow=8)
     result = {"name": name, "run": str(run), "flags": CANDIDATES[name], "minutes": minutes, "steps": step,
               "images": step * batch, "parameters": sum(p.numel() for p in model.net.parameters()), **metrics}
     if model.num_classes:  # also guided, with labels drawn at the dataset's group frequencies
         labels = load_dataset("emoji").labels
-        pick = labels[torch.randint(len(labels), (500,), generator=torch.Generator().manual_seed(0))]
-        guided = evaluate(model.sample(500, seed=0, nfe=32, labels=pick, guidance=GUIDANCE), "emoji", 0)
+        pick = labels[torch.randint(len(labels), (n,), generator=torch.Generator().manual_seed(0))]
+        guided = evaluate(model.sample(n, seed=0, nfe=nfe, labels=pick, guidance=GUIDANCE), "emoji", 0)
         result.update({f"guided_{k}": v for k, v in guided.items()}, guidance=GUIDANCE)
     write_result(folder, result)
 
 
-def resample_diffusers(minutes: float) -> None:
+def resample_diffusers(root: Path, minutes: float, n: int, nfe: int) -> None:
     """The diffusers row's saved network sampled by unmix: the default sampler at 32 NFE on the pipeline folder,
     which keeps the DDPMScheduler's clip_sample (x0 clamped to [-1, 1]), so the row measures the network rather
     than diffusers' unclipped DPM-Solver++. Written to diffusers-unmix-sampler-Mmin/."""
-    import torch
-
-    torch.set_num_threads(1)
     from unmix.api import load, save_grid
     from unmix.metrics.quality import evaluate
     from unmix.samplers import DEFAULT_SAMPLER
 
-    trained = ROOT / f"diffusers-{minutes:g}min"
+    torch.set_num_threads(1)
+    trained = root / f"diffusers-{minutes:g}min"
     model = load(trained / "pipeline")
-    x = model.sample(500, seed=0, nfe=32)
-    folder = ROOT / f"diffusers-unmix-sampler-{minutes:g}min"
+    x = model.sample(n, seed=0, nfe=nfe)
+    folder = root / f"diffusers-unmix-sampler-{minutes:g}min"
     folder.mkdir(parents=True, exist_ok=True)
     save_grid(x[:64], folder / "grid.png", nrow=8)
     result = {**json.loads((trained / "result.json").read_text()), "run": str(trained / "pipeline"),
-              **evaluate(x, "emoji", 0), **nearest(x), "sampler": f"{DEFAULT_SAMPLER} (unmix, x0 clipped)", "nfe": 32}
+              **evaluate(x, "emoji", 0), **nearest(x), "sampler": f"{DEFAULT_SAMPLER} (unmix, x0 clipped)", "nfe": nfe}
     write_result(folder, result)
 
 
@@ -137,8 +214,6 @@ def nearest(x, leave_one_out: bool = False) -> dict:
     """How close samples [N, 3, 32, 32] come to copying training emoji: the PSNR (pixels in [-1, 1]) to the nearest
     training picture, its median and the shares above 20 and 25 dB. `leave_one_out` (x None): the training emoji
     themselves, each against the others (the reference: how near distinct emoji are to each other)."""
-    import torch
-
     from unmix.data import load_dataset
 
     ds = load_dataset("emoji")
@@ -152,8 +227,8 @@ def nearest(x, leave_one_out: bool = False) -> dict:
             "nearest_over_25db": (psnr > 25).float().mean().item()}
 
 
-def report() -> None:
-    rows = [{**json.loads(p.read_text()), "folder": p.parent.name} for p in sorted(ROOT.glob("*/result.json"))]
+def report(root: Path) -> None:
+    rows = [{**json.loads(p.read_text()), "folder": p.parent.name} for p in sorted(root.glob("*/result.json"))]
     print("| result folder | flags | parameters | minutes | steps | FD | precision | recall | nearest emoji: median, > 20 dB "
           "| guided FD / P / R |")
     print("|---|---|---|---|---|---|---|---|---|---|")
@@ -166,9 +241,34 @@ def report() -> None:
               f"{r['steps']} | {r['fd']:.1f} | {r['precision']:.2f} | {r['recall']:.2f} | {copies} | {guided} |")
 
 
-if __name__ == "__main__":
+def smoke() -> None:
+    """The preset and the diffusers candidate for a second each, the resampling, the reference and the table, on
+    70 samples at NFE 2 in a temporary folder; skipped without the emoji pictures or diffusers."""
+    from unmix.data import load_dataset
+    from unmix.errors import UnmixError
+
+    if importlib.util.find_spec("diffusers") is None:
+        return print("smoke skipped: diffusers is not installed (pip install -e .[bench])")
+    try:
+        load_dataset("emoji")
+    except UnmixError as e:
+        return print(f"smoke skipped: {e}")
+    with tempfile.TemporaryDirectory() as tmp:
+        root, minutes, n, nfe = Path(tmp), 0.02, 70, 2
+        train(root, "patch64", minutes, n, nfe)
+        train(root, "diffusers", minutes, n, nfe)
+        resample_diffusers(root, minutes, n, nfe)
+        print(json.dumps(nearest(None, leave_one_out=True)))
+        report(root)
+
+
+def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    sub = parser.add_subparsers(dest="cmd", required=True)
+    parser.add_argument("--root", type=Path, default=Path("runs/emoji_budget"), help="where the rows' folders go")
+    parser.add_argument("--n", type=int, default=500, help="samples measured per row")
+    parser.add_argument("--nfe", type=int, default=NFE, help="network calls per sample of every row")
+    parser.add_argument("--smoke", action="store_true", help="every command at toy size in a temporary folder (CI)")
+    sub = parser.add_subparsers(dest="cmd")
     t = sub.add_parser("train")
     t.add_argument("name", choices=sorted(CANDIDATES))
     t.add_argument("--minutes", type=float, default=30.0)
@@ -181,13 +281,21 @@ if __name__ == "__main__":
     sub.add_parser("report")
     sub.add_parser("nearest", help="the reference for the nearest-picture columns: each real emoji against the others")
     args = parser.parse_args()
-    if args.cmd == "train":
-        train(args.name, args.minutes)
+    if args.smoke:
+        smoke()
+    elif args.cmd == "train":
+        train(args.root, args.name, args.minutes, args.n, args.nfe)
     elif args.cmd == "measure":
-        measure(args.name, args.run, args.minutes)
+        measure(args.root, args.name, args.run, args.minutes, args.n, args.nfe)
     elif args.cmd == "resample-diffusers":
-        resample_diffusers(args.minutes)
+        resample_diffusers(args.root, args.minutes, args.n, args.nfe)
     elif args.cmd == "nearest":
         print(json.dumps(nearest(None, leave_one_out=True)))
+    elif args.cmd == "report":
+        report(args.root)
     else:
-        report()
+        parser.error("give a command (train, measure, resample-diffusers, report, nearest) or --smoke")
+
+
+if __name__ == "__main__":
+    main()

@@ -14,6 +14,7 @@ thread (`--clock wall` for wall-clock), so that runs on a shared machine are com
     python benchmarks/latent_emoji.py floor                         # FD of real emoji and of 500 of them
     python benchmarks/latent_emoji.py report                        # table from runs/latent_emoji/*/result.json
     python benchmarks/latent_emoji.py export lat-b runs/emoji_latent   # a run as a Model folder for `unmix sample`
+    python benchmarks/latent_emoji.py --smoke     # every command for seconds, 70 samples, in a temporary folder
 
 The command line trains the same two stages into ordinary run folders (the trainer's presets "latent" and
 unmix.latent.AUTOENCODER_* are this file's ae6 / lat-b settings; the clock there is wall time):
@@ -25,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import tempfile
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -41,8 +43,6 @@ from unmix.losses import Recipe
 from unmix.metrics.quality import evaluate
 from unmix.model import Model
 from unmix.nets import build_net, net_config
-from unmix.rng import generators_from_seeds
-from unmix.samplers import sample
 from unmix.store.files import save_safetensors
 from unmix.training.autoencoder import AutoencoderObjective
 from unmix.training.config import TrainConfig
@@ -51,6 +51,7 @@ from unmix.training.objectives import DiffusionObjective
 from unmix.training.trainer import TrainState, train_step
 
 ROOT = Path("runs/latent_emoji")
+N = 500  # samples measured, as the pixel preset's row
 SAMPLER = "ipndm"  # as the pixel preset's row in the README (iPNDM, 32 NFE)
 BASE = dict(
     size=32,
@@ -115,15 +116,14 @@ def train_latent(s: dict, latents: torch.Tensor, minutes: float, clock: str, see
     return state.ema.eval(), recipe, state
 
 
-@torch.no_grad()
+def as_model(ae, net, recipe: Recipe) -> Model:
+    """The U-Net on the autoencoder's latents as an unmix Model of emoji."""
+    return Model(net, recipe, load_dataset("emoji", ae.config.image_size).describe(), encoder=AutoencoderEncoder(ae))
+
+
 def draw(ae, net, recipe: Recipe, n: int, seed: int = 0, nfe: int = 32, sampler: str = SAMPLER) -> torch.Tensor:
-    """n decoded samples, sample i from seed + i (as Model.sample draws them)."""
-    lo, hi = recipe.sigma_range()
-    shape = ae.config.latent_shape()
-    z = torch.cat([sample(recipe.denoiser(net), (len(chunk), *shape), sampler, nfe,
-                          generator=generators_from_seeds(chunk), sigma_min=lo, sigma_max=hi)
-                   for chunk in (list(range(seed + i, seed + min(n, i + 250))) for i in range(0, n, 250))])
-    return decode_latents(ae, z)
+    """n decoded samples, sample i from seed + i: Model.sample."""
+    return as_model(ae, net, recipe).sample(n, seed=seed, sampler=sampler, nfe=nfe, batch_size=250)
 
 
 def _settings(name: str, changes: dict) -> dict:
@@ -200,7 +200,7 @@ def run(name: str, minutes: float, changes: dict, clock: str, ae_from: str | Non
     curve = []
 
     def mark(state, minute, recipe):
-        m = evaluate(draw(ae, state.ema.eval(), recipe, 500), "emoji", 0)
+        m = evaluate(draw(ae, state.ema.eval(), recipe, N), "emoji", 0)
         curve.append({"latent_minutes": minute, "steps": state.step, **m})
         print(json.dumps(curve[-1]), flush=True)
 
@@ -209,7 +209,7 @@ def run(name: str, minutes: float, changes: dict, clock: str, ae_from: str | Non
     net, recipe, lat_state = train_latent(s, latents, budget, clock, marks=marks, on_mark=mark)
     total = ae_minutes + (_now(clock) - t0) / 60
     save_net(net, out / "latent.safetensors", {"recipe": recipe.to_dict(), "steps": lat_state.step})
-    x = draw(ae, net, recipe, 500)
+    x = draw(ae, net, recipe, N)
     metrics = evaluate(x, "emoji", 0)
     make_grid(x[:64], nrow=8, scale=2).save(out / "grid.png")
     result = {"name": name, "settings": s, "ae_from": ae_from, "clock": clock, "minutes": minutes,
@@ -217,44 +217,43 @@ def run(name: str, minutes: float, changes: dict, clock: str, ae_from: str | Non
               "ae_parameters": sum(p.numel() for p in ae.parameters()),
               "unet_parameters": sum(p.numel() for p in net.parameters()),
               "latent_scale": ae.config.latent_scale, **reconstruction_metrics(ae, images),
-              **metrics, "sampler": SAMPLER, "nfe": 32, "curve": curve}
+              **metrics, "sampler": SAMPLER, "nfe": 32, "n": N, "curve": curve}
     (out / "result.json").write_text(json.dumps(result, indent=1))
     print(json.dumps(result), flush=True)
+
+
+def finished(name: str) -> tuple:
+    """(autoencoder, U-Net, recipe) of a finished run (its first stage its own, or the `--ae` one it reused)."""
+    run_dir = ROOT / name
+    ae_file = run_dir / "autoencoder.safetensors"
+    if not ae_file.is_file():
+        ae_file = ROOT / json.loads((run_dir / "result.json").read_text())["ae_from"] / "autoencoder.safetensors"
+    net, info = load_net(run_dir / "latent.safetensors")
+    return load_net(ae_file)[0], net, Recipe.from_dict(info["recipe"])
 
 
 def measure(name: str, sampler: str, nfe: int) -> None:
     """Sample a finished run again with another sampler or step count."""
     torch.set_num_threads(1)
-    out = ROOT / name
-    ae, ae_info = load_net(out / "autoencoder.safetensors") if (out / "autoencoder.safetensors").is_file() else \
-        load_net(ROOT / json.loads((out / "result.json").read_text())["ae_from"] / "autoencoder.safetensors")
-    net, info = load_net(out / "latent.safetensors")
-    x = draw(ae, net, Recipe.from_dict(info["recipe"]), 500, nfe=nfe, sampler=sampler)
+    x = draw(*finished(name), N, nfe=nfe, sampler=sampler)
     metrics = {**evaluate(x, "emoji", 0), "sampler": sampler, "nfe": nfe}
-    make_grid(x[:64], nrow=8, scale=2).save(out / f"grid-{sampler}-{nfe}.png")
+    make_grid(x[:64], nrow=8, scale=2).save(ROOT / name / f"grid-{sampler}-{nfe}.png")
     print(json.dumps(metrics), flush=True)
 
 
 def export(name: str, out: str) -> None:
     """A finished run as an unmix Model folder (the U-Net, its recipe, a copy of the autoencoder): `unmix sample`,
     `eval`, `inpaint`, `edit` and `serve` read it like any trained run."""
-    run_dir = ROOT / name
-    ae_file = run_dir / "autoencoder.safetensors"
-    if not ae_file.is_file():
-        ae_file = ROOT / json.loads((run_dir / "result.json").read_text())["ae_from"] / "autoencoder.safetensors"
-    ae, _ = load_net(ae_file)
-    net, info = load_net(run_dir / "latent.safetensors")
-    data = load_dataset("emoji", ae.config.image_size).describe()
-    print(Model(net, Recipe.from_dict(info["recipe"]), data, encoder=AutoencoderEncoder(ae)).save(out))
+    print(as_model(*finished(name)).save(out))
 
 
 def floor() -> None:
-    """How close real emoji come: all 1,381 against themselves, and 500 drawn at random (the sample count)."""
+    """How close real emoji come: all of them against themselves, and N drawn at random (the sample count)."""
     torch.set_num_threads(1)
     ds = load_dataset("emoji")
     images = ds.batch(torch.arange(len(ds)))[0]
-    pick = torch.randperm(len(images), generator=torch.Generator().manual_seed(0))[:500]
-    print(json.dumps({"all": evaluate(images, "emoji"), "random500": evaluate(images[pick], "emoji")}))
+    pick = torch.randperm(len(images), generator=torch.Generator().manual_seed(0))[:N]
+    print(json.dumps({"all": evaluate(images, "emoji"), f"random{N}": evaluate(images[pick], "emoji")}))
 
 
 def report() -> None:
@@ -277,9 +276,31 @@ def _changes(items: list[str]) -> dict:
     return out
 
 
-if __name__ == "__main__":
+def smoke() -> None:
+    """Every command for a second or two of training, on N = 70 samples, in a temporary folder (CI); skipped
+    without the emoji pictures."""
+    global ROOT, N
+    from unmix.errors import UnmixError
+
+    try:
+        load_dataset("emoji")
+    except UnmixError as e:
+        return print(f"smoke skipped: {e}")
+    with tempfile.TemporaryDirectory() as tmp:
+        ROOT, N = Path(tmp), 70
+        autoencoder("ae", {"ae_minutes": 0.02}, "cpu", holdout=False)
+        autoencoder("ae", {"ae_minutes": 0.02}, "cpu", holdout=True)
+        run("tiny", 0.2, {"unet_channels": 16, "unet_blocks": 1}, "cpu", "ae", every=0.03)
+        measure("tiny", "euler", 4)
+        export("tiny", f"{tmp}/model")
+        floor()
+        report()
+
+
+def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    sub = parser.add_subparsers(dest="cmd", required=True)
+    parser.add_argument("--smoke", action="store_true", help="every command at toy size in a temporary folder (CI)")
+    sub = parser.add_subparsers(dest="cmd")
     for cmd in ("run", "autoencoder"):
         p = sub.add_parser(cmd)
         p.add_argument("name")
@@ -301,7 +322,9 @@ if __name__ == "__main__":
     sub.add_parser("floor")
     sub.add_parser("report")
     args = parser.parse_args()
-    if args.cmd == "run":
+    if args.smoke:
+        smoke()
+    elif args.cmd == "run":
         run(args.name, args.minutes, _changes(args.set), args.clock, args.ae, args.every)
     elif args.cmd == "autoencoder":
         autoencoder(args.name, _changes(args.set), args.clock, args.holdout)
@@ -311,5 +334,11 @@ if __name__ == "__main__":
         export(args.name, args.out)
     elif args.cmd == "floor":
         floor()
-    else:
+    elif args.cmd == "report":
         report()
+    else:
+        parser.error("give a command (run, autoencoder, measure, export, floor, report) or --smoke")
+
+
+if __name__ == "__main__":
+    main()

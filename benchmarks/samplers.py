@@ -5,58 +5,243 @@ Distributions: (a) "ring", 8 isotropic Gaussians on a circle of radius 0.8, std 
 Every method starts from the same fixed-seed noise (seed 3) and calls the same exact denoiser. Its N
 samples are compared with N fresh true samples by
   - sliced W2 (256 fixed directions);
-  - mode-weight error: each sample is assigned to its most responsible mixture component at sigma = 0,
-    and the total-variation distance between the assigned frequencies and the true weights is reported
-    (SW2 barely sees mode weights in 64-D; this does);
+  - mode-weight error (unmix.metrics.exact.mode_weight_tv): each sample is assigned to its most responsible
+    mixture component at sigma = 0, and the total-variation distance between the assigned frequencies and the
+    true weights is reported (SW2 barely sees mode weights in 64-D; this does);
   - the gap in mean exact log-density (mean log p(true) - mean log p(samples), nats).
 The floor is the same metrics for true vs true samples, averaged over 5 fresh true sets.
 
 unmix rows use each sampler's default settings: exactly `unmix.sample(denoiser, shape, sampler=NAME,
 nfe=N)`. unmix's default grids were tuned on other mixtures (benchmarks/tune_grid.py), never on these.
+The peers are fed the same exact denoiser through the closed-form conversions below (diffusers' schedulers want
+an eps model or EDM's raw network output; k-diffusion's samplers take unmix's convention as it is); a peer that
+is not installed is left out with a line saying so (diffusers: `pip install -e .[bench]`).
 
     python benchmarks/samplers.py [--n 20000] [--nfe 3 4 5 10 20] [--dist ring digits] [--out docs/sampler_benchmark.md]
+    python benchmarks/samplers.py --smoke     # every row at toy size, tables written to a temporary folder
 """
 from __future__ import annotations
 
 import argparse
+import importlib
+import importlib.util
 import json
 import math
-import platform
 import sys
+import tempfile
 import time
+import types
 import warnings
 from datetime import date
 from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-import kdiffusion_bridge  # noqa: E402
-from diffusers_bridge import make_variants  # noqa: E402
-from diffusers_bridge import run as run_diffusers  # noqa: E402
-
-from unmix.analytic import digits_mixture, ring_of_gaussians  # noqa: E402
-from unmix.metrics.exact import fixed_directions, log_density_gap  # noqa: E402
-from unmix.samplers import DEFAULT_SAMPLER, list_samplers, sample  # noqa: E402
+from unmix.analytic import digits_mixture, ring_of_gaussians
+from unmix.denoiser import expand_like, preconditioning
+from unmix.distributed import machine
+from unmix.metrics.exact import fixed_directions, log_density_gap, mode_weight_tv
+from unmix.samplers import DEFAULT_SAMPLER, list_samplers, sample
+from unmix.schedules import DiscreteSchedule
 
 DISTS = {"ring": ring_of_gaussians, "digits": digits_mixture}
 SEED = 3
 TV_SLACK = 0.01  # the issue's tolerance on mode-weight error against the best peer
+VP = DiscreteSchedule.linear()  # the 1000-step linear betas every peer's discrete schedule uses
 
 
-def mode_weight_tv(gm, x: torch.Tensor) -> float:
-    """Total variation between the frequencies of each sample's most responsible component at sigma = 0,
-    argmax_k log w_k + log N(x; mu_k, diag v_k), and the mixture weights."""
-    x = x.reshape(x.shape[0], -1).double()
-    v = gm.variances if gm.variances.ndim == 2 else gm.variances[:, None].expand_as(gm.means)
-    inv = 1 / v
-    d2 = (x * x) @ inv.T - 2 * x @ (gm.means * inv).T + (gm.means**2 * inv).sum(1)  # [N, K] Mahalanobis
-    scores = gm.weights.log() - 0.5 * (d2 + v.log().sum(1))
-    freq = torch.bincount(scores.argmax(1), minlength=len(gm.weights)).double() / x.shape[0]
-    return 0.5 * float((freq - gm.weights).abs().sum())
+# -- diffusers: its schedulers on an unmix denoiser ------------------------------------------------
+def network_output(denoiser, parameterization: str, schedule: DiscreteSchedule | None = None, sigma_data: float = 0.5):
+    """F(c_in x, c_noise) with D = c_skip x + c_out F: the raw output of a network of this parameterisation, the
+    exact inverse of NetworkDenoiser (unmix.denoiser.preconditioning's scalings). `eps` with a DiscreteSchedule is
+    what diffusers' DDPM-family schedulers call (VP sample, timestep); `edm` what its EDM schedulers call."""
+
+    def model(x_in: torch.Tensor, level) -> torch.Tensor:
+        level = torch.as_tensor(level, dtype=torch.float64).reshape(-1).expand(x_in.shape[0])
+        sigma = (schedule.t_to_sigma(level) if schedule is not None else level).to(x_in.dtype)
+        c_skip, c_out, c_in, _ = (expand_like(c, x_in) for c in preconditioning(parameterization, sigma, sigma_data))
+        x = x_in / c_in
+        return (denoiser(x, sigma) - c_skip * x) / c_out
+
+    return model
 
 
+def diffusers_variants() -> dict:
+    """name -> factory() of configured diffusers schedulers a user would reach for (linear betas, T=1000)."""
+    if importlib.util.find_spec("diffusers") is None:
+        print("diffusers is not installed: its rows are left out (pip install -e .[bench])", flush=True)
+        return {}
+    import diffusers as d
+
+    base = dict(num_train_timesteps=1000, beta_start=1e-4, beta_end=0.02, beta_schedule="linear")
+    return {
+        "DDPM": lambda: d.DDPMScheduler(**base, clip_sample=False),
+        "DDIM": lambda: d.DDIMScheduler(**base, clip_sample=False, set_alpha_to_one=True),
+        "DDIM trailing": lambda: d.DDIMScheduler(**base, clip_sample=False, timestep_spacing="trailing"),
+        "PNDM (PLMS)": lambda: d.PNDMScheduler(**base, skip_prk_steps=True),
+        "Euler": lambda: d.EulerDiscreteScheduler(**base),
+        "Euler karras": lambda: d.EulerDiscreteScheduler(**base, use_karras_sigmas=True),
+        "Euler ancestral": lambda: d.EulerAncestralDiscreteScheduler(**base),
+        "Heun": lambda: d.HeunDiscreteScheduler(**base),
+        "Heun karras": lambda: d.HeunDiscreteScheduler(**base, use_karras_sigmas=True),
+        "LMS karras": lambda: d.LMSDiscreteScheduler(**base, use_karras_sigmas=True),
+        "KDPM2": lambda: d.KDPM2DiscreteScheduler(**base),
+        "DPM++ 2M": lambda: d.DPMSolverMultistepScheduler(**base),
+        "DPM++ 2M karras": lambda: d.DPMSolverMultistepScheduler(**base, use_karras_sigmas=True),
+        "DPM++ 3M": lambda: d.DPMSolverMultistepScheduler(**base, solver_order=3),
+        "DPM++ 3M karras": lambda: d.DPMSolverMultistepScheduler(**base, solver_order=3, use_karras_sigmas=True),
+        "DPM++ 2S singlestep": lambda: d.DPMSolverSinglestepScheduler(**base),
+        "UniPC": lambda: d.UniPCMultistepScheduler(**base),
+        "UniPC karras": lambda: d.UniPCMultistepScheduler(**base, use_karras_sigmas=True),
+        "DEIS": lambda: d.DEISMultistepScheduler(**base),
+        "EDM Euler": lambda: d.EDMEulerScheduler(),
+        "EDM DPM++ 2M": lambda: d.EDMDPMSolverMultistepScheduler(),
+        "EDM DPM++ 3M": lambda: d.EDMDPMSolverMultistepScheduler(solver_order=3),
+    }
+
+
+def steps_for_budget(factory, nfe: int) -> int | None:
+    """The most inference steps whose model calls fit in `nfe` (None if even one step does not)."""
+    best = None
+    for n in range(1, nfe + 1):
+        sch = factory()
+        try:
+            sch.set_timesteps(n)
+        except Exception:  # some schedulers refuse some step counts
+            continue
+        if len(sch.timesteps) <= nfe:
+            best = n
+        else:
+            break
+    return best
+
+
+def run_diffusers(factory, denoiser, shape, nfe: int, generator: torch.Generator, dtype=torch.float64):
+    """Sample with a diffusers scheduler under an NFE budget; returns (samples in sigma units, calls)."""
+    n = steps_for_budget(factory, nfe)
+    if n is None:
+        return None, 0
+    sch = factory()
+    sch.set_timesteps(n)
+    is_edm = type(sch).__name__.startswith("EDM")
+    model = network_output(denoiser, "edm") if is_edm else network_output(denoiser, "eps", VP)
+    x = torch.randn(shape, generator=generator, dtype=dtype) * float(sch.init_noise_sigma)
+    calls = 0
+    for t in sch.timesteps:
+        x_in = sch.scale_model_input(x, t)
+        out = model(x_in, sch.sigmas[sch.step_index if sch.step_index is not None else 0] if is_edm else t)
+        calls += 1
+        kwargs = {"generator": generator} if "generator" in sch.step.__code__.co_varnames else {}
+        x = sch.step(out, t, x, **kwargs).prev_sample
+    return x, calls  # every variant ends at sigma = 0, so x is a clean sample
+
+
+# -- k-diffusion: its samplers on an unmix denoiser (the same convention: only calls are counted) ----------
+def load_kdiffusion():
+    """(sampling, external) modules of the installed k-diffusion, or None if it is not installed.
+
+    Its package __init__ imports its training stack (torchvision, CLIP, clean-fid, ...), which a CPU-only torch
+    install cannot import; the samplers need only `utils.append_dims`, so they are imported under a package stub
+    that provides it."""
+    if "k_diffusion.sampling" not in sys.modules:
+        spec = importlib.util.find_spec("k_diffusion")
+        if spec is None:
+            print("k-diffusion is not installed: its rows are left out (pip install k-diffusion)", flush=True)
+            return None
+        pkg = types.ModuleType("k_diffusion")
+        pkg.__path__ = list(spec.submodule_search_locations)
+        utils = types.ModuleType("k_diffusion.utils")
+        utils.append_dims = lambda v, ndim: v[(...,) + (None,) * (ndim - v.ndim)]
+        pkg.utils = utils
+        sys.modules.update({"k_diffusion": pkg, "k_diffusion.utils": utils})
+    return importlib.import_module("k_diffusion.sampling"), importlib.import_module("k_diffusion.external")
+
+
+# name -> (function name, denoiser calls for a grid of n levels before the final 0)
+KD_SAMPLERS = {
+    "euler": ("sample_euler", lambda n: n),
+    "euler_ancestral": ("sample_euler_ancestral", lambda n: n),
+    "heun": ("sample_heun", lambda n: 2 * n - 1),
+    "dpm_2": ("sample_dpm_2", lambda n: 2 * n - 1),
+    "dpm_2_ancestral": ("sample_dpm_2_ancestral", lambda n: 2 * n - 1),
+    "lms": ("sample_lms", lambda n: n),
+    "dpmpp_2s_ancestral": ("sample_dpmpp_2s_ancestral", lambda n: 2 * n - 1),
+    "dpmpp_sde": ("sample_dpmpp_sde", lambda n: 2 * n - 1),
+    "dpmpp_2m": ("sample_dpmpp_2m", lambda n: n),
+    "dpmpp_2m_sde": ("sample_dpmpp_2m_sde", lambda n: n),
+    "dpmpp_3m_sde": ("sample_dpmpp_3m_sde", lambda n: n),
+}
+
+
+def kd_grids(kd_sampling, kd_external):
+    """The grids a k-diffusion user reaches for, name -> (n -> descending sigmas ending at 0, (sigma_min, sigma_max)):
+    Karras over the EDM range and over the DDPM model's, the grid its DDPM wrapper builds, its continuous VP grid."""
+    table = VP.sigmas.float()
+    vp_min, vp_max = float(table[0]), float(table[-1])
+    discrete = kd_external.DiscreteSchedule(table, quantize=False)
+    vp = kd_sampling.get_sigmas_vp(2)
+    return {
+        "karras": (lambda n: kd_sampling.get_sigmas_karras(n, 0.002, 80.0), (0.002, 80.0)),
+        "karras VP range": (lambda n: kd_sampling.get_sigmas_karras(n, vp_min, vp_max), (vp_min, vp_max)),
+        "DDPM": (lambda n: discrete.get_sigmas(n), (vp_min, vp_max)),
+        "VP": (lambda n: kd_sampling.get_sigmas_vp(n), (float(vp[1]), float(vp[0]))),
+    }
+
+
+def kdiffusion_variants() -> dict:
+    """name -> runner(denoiser, shape, nfe, seed) -> (samples, calls), one per sampler and grid."""
+    mods = load_kdiffusion()
+    if mods is None:
+        return {}
+    kd, ext = mods
+    out, ranges = {}, []
+    for gname, (grid, span) in kd_grids(kd, ext).items():
+        for sname, (fn, calls) in KD_SAMPLERS.items():
+            out[f"{sname} ({gname})"] = _kd_runner(getattr(kd, fn), grid, calls)
+        if span not in ranges:  # DPM-Solver-fast takes a range, not a grid: once per distinct range
+            ranges.append(span)
+    for smin, smax in ranges:
+        out[f"dpm_fast (sigma {smin:.3g}-{smax:.3g})"] = _kd_fast_runner(kd.sample_dpm_fast, smin, smax)
+    return out
+
+
+class _Counting:
+    def __init__(self, denoiser):
+        self.denoiser, self.calls = denoiser, 0
+
+    def __call__(self, x, sigma, **kwargs):
+        self.calls += 1
+        return self.denoiser(x, sigma.to(x.dtype))
+
+
+def _kd_runner(fn, grid, calls):
+    def run(denoiser, shape, nfe: int, seed: int, dtype=torch.float64):
+        fits = [n for n in range(1, nfe + 1) if calls(n) <= nfe]
+        if not fits:
+            return None, 0
+        sigmas = grid(max(fits)).to(torch.float64)
+        model = _Counting(denoiser)
+        x = torch.randn(shape, generator=torch.Generator().manual_seed(seed), dtype=dtype) * sigmas[0]
+        torch.manual_seed(seed)  # ancestral / SDE samplers draw from the global generator
+        x = fn(model, x, sigmas.to(dtype), disable=True)
+        return x, model.calls
+
+    return run
+
+
+def _kd_fast_runner(fn, sigma_min, sigma_max):
+    """DPM-Solver-fast takes its range and NFE directly (it ends at sigma_min, as k-diffusion returns it)."""
+
+    def run(denoiser, shape, nfe: int, seed: int, dtype=torch.float64):
+        model = _Counting(denoiser)
+        x = torch.randn(shape, generator=torch.Generator().manual_seed(seed), dtype=dtype) * sigma_max
+        x = fn(model, x, sigma_min, sigma_max, nfe, disable=True)
+        return x, model.calls
+
+    return run
+
+
+# -- the benchmark ---------------------------------------------------------------------------------
 class Reference:
     """N true samples and their sorted projections on sliced_w2's fixed directions, computed once:
     sw2(x) equals unmix.metrics.exact.sliced_w2(x, samples) without re-sorting the reference each time."""
@@ -98,11 +283,11 @@ def bench(dist: str, n: int, nfes: list[int], peers: bool = True):
                 gm, shape, sampler=name, nfe=nfe, generator=torch.Generator().manual_seed(SEED),
                 dtype=torch.float64, return_nfe=True)))
     if peers:
-        for name, factory in make_variants().items():
+        for name, factory in diffusers_variants().items():
             for nfe in nfes:
                 jobs.append(("diffusers", name, nfe, lambda f=factory, nfe=nfe: run_diffusers(
                     f, gm, shape, nfe, torch.Generator().manual_seed(SEED))))
-        for name, runner in kdiffusion_bridge.variants().items():
+        for name, runner in kdiffusion_variants().items():
             for nfe in nfes:
                 jobs.append(("k-diffusion", name, nfe, lambda r=runner, nfe=nfe: r(gm, shape, nfe, SEED)))
     rows = []  # (library, method, nfe, used, sw2, tv, gap, seconds)
@@ -173,14 +358,22 @@ def main():
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--unmix-only", action="store_true")
     ap.add_argument("--out", type=Path, default=None, help="write the markdown tables here (and the rows as .json)")
+    ap.add_argument("--smoke", action="store_true", help="N = 200 at NFE 3, written to a temporary folder (CI)")
     args = ap.parse_args()
+    if args.smoke:
+        with tempfile.TemporaryDirectory() as tmp:
+            args.n, args.nfe, args.out = 200, [3], Path(tmp) / "sampler_benchmark.md"
+            return run(args)
+    run(args)
+
+
+def run(args) -> None:
     torch.set_num_threads(args.threads)
     t0 = time.perf_counter()
     results = {dist: bench(dist, args.n, args.nfe, not args.unmix_only) for dist in args.dist}
     minutes = (time.perf_counter() - t0) / 60
-    header = (f"Measured {date.today()} on {platform.machine()} {platform.system()} ({platform.processor() or 'cpu'}), "
-              f"torch {torch.__version__}, {args.threads} thread(s), float64 exact denoisers; the run took "
-              f"{minutes:.0f} min.\nCommand: `python benchmarks/samplers.py {' '.join(sys.argv[1:])}`\n\n")
+    header = (f"Measured {date.today()} on {machine()}, {args.threads} thread(s), float64 exact denoisers; the run "
+              f"took {minutes:.0f} min.\nCommand: `python benchmarks/samplers.py {' '.join(sys.argv[1:])}`\n\n")
     text = header + "".join(summary(d, args.n, args.nfe, *results[d]) + "\n" for d in args.dist)
     text += "".join(full_table(d, args.nfe, results[d][1]) + "\n" for d in args.dist)
     print(text)

@@ -28,27 +28,30 @@ denoiser to show the integration settings lose nothing.
 Training resumes from its checkpoints, so `--minutes` (and `--train-only`) split a run across
 invocations, and a larger `--steps` continues a finished run; the evaluation runs once the run reaches
 `--steps`. Results accumulate in runs/swissroll_nll/results.json (one entry per noise level, recipe and
-step count) and the table of all of them is printed.
+step count) and the table of all of them is printed. `--smoke` runs it all at toy size (20 steps, 200 points, 8 ODE
+steps, the exact-denoiser check on 20) in a temporary folder.
 """
 from __future__ import annotations
 
 import argparse
 import json
 import math
+import tempfile
 import time
 from pathlib import Path
 
 import torch
-from time_to_quality import machine
-from unmix.train import TrainConfig, Trainer
 
 from unmix.analytic import GaussianMixture
 from unmix.api import load
 from unmix.data import Dataset
 from unmix.data.toys import NOISE, load_toy
+from unmix.distributed import machine
 from unmix.likelihood import ode_log_likelihood
 from unmix.metrics.toys import toy_mixture
 from unmix.store.checkpoint import list_checkpoints, open_checkpoint
+from unmix.training import trainer
+from unmix.training.config import TrainConfig
 
 PAPER_K, PAPER_GAIN = 2.35, 6.45  # bits, Sohl-Dickstein et al. 2015, table 1 (swiss roll)
 LN2 = math.log(2)
@@ -77,12 +80,14 @@ def train(noise: float, run: Path, unit: torch.Tensor, thickness: float) -> bool
     done = open_checkpoint(run).step if list_checkpoints(run) else 0
     if done >= ARGS.steps:
         return True
-    cfg = TrainConfig(data="swissroll", steps=ARGS.steps, minutes=ARGS.minutes, out=str(run), threads=ARGS.threads,
-                      sample_every=10**9, checkpoint_every=500, seed=ARGS.seed,
-                      **recipe_settings(ARGS.recipe, thickness))
-    runtime = {"steps": ARGS.steps, "minutes": ARGS.minutes, "threads": ARGS.threads}
-    Trainer(cfg, dataset=Dataset("swissroll", unit.float()), resume=done > 0, overrides=runtime if done else None).run()
-    return open_checkpoint(run).step >= ARGS.steps
+    data = Dataset("swissroll", unit.float())
+    if done:
+        job = trainer.resume(run, data, steps=ARGS.steps, minutes=ARGS.minutes, threads=ARGS.threads)
+    else:
+        job = trainer.start(TrainConfig(data="swissroll", steps=ARGS.steps, minutes=ARGS.minutes, out=str(run),
+                                        threads=ARGS.threads, sample_every=10**9, checkpoint_every=500, seed=ARGS.seed,
+                                        **recipe_settings(ARGS.recipe, thickness)), data)
+    return job.train(progress=not ARGS.smoke).step >= ARGS.steps
 
 
 def unit_mixture(noise: float, mean: torch.Tensor, std: torch.Tensor) -> GaussianMixture:
@@ -158,9 +163,17 @@ def main() -> None:
     p.add_argument("--train-only", action="store_true", help="stop after training (evaluate in a later invocation)")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--work", default="runs/swissroll_nll")
+    p.add_argument("--smoke", action="store_true", help="everything at toy size in a temporary folder (CI)")
     ARGS = p.parse_args()
     torch.set_num_threads(ARGS.threads)
-    work = Path(ARGS.work)
+    if ARGS.smoke:
+        with tempfile.TemporaryDirectory() as tmp:
+            ARGS.steps, ARGS.n, ARGS.ode_steps, ARGS.check_exact = 20, 200, 8, 20
+            return measure(Path(tmp))
+    measure(Path(ARGS.work))
+
+
+def measure(work: Path) -> None:
     unit, mean, std, held = standardised(ARGS.noise)
     thickness = float((ARGS.noise / std).min())
     run = work / f"noise{ARGS.noise:g}-{ARGS.recipe}"

@@ -10,7 +10,7 @@ Design (fixed before any result was seen):
   uses, so they teach the model digits without a class) and the labelled images repeated so they make up
   about a quarter of the draws. A 16-channel digits U-Net, STEPS steps of batch 128.
 - Synthetic data: unmix.apps.synth.synthesize, PER_CLASS images per class at guidance 1.5 (unmix's default)
-  and 3, default sampler and NFE.
+  and 3, default sampler at NFE 32 (--nfe).
 - Classifiers: scikit-learn SVC (RBF, C=10, gamma="scale") and logistic regression (C=1), on raw pixels,
   hyper-parameters fixed a priori. Arms on the same k real images per seed:
     real          the k x 10 real images alone
@@ -28,12 +28,14 @@ Design (fixed before any result was seen):
 
     flock /tmp/unmix-heavy.lock python benchmarks/synthetic_data.py run    # repeat until it prints "done"
     python benchmarks/synthetic_data.py report                            # markdown tables
+    python benchmarks/synthetic_data.py --smoke    # both at toy size (one seed, 2 steps, 5 per class, NFE 4) in a temp folder
 """
 from __future__ import annotations
 
 import argparse
 import json
 import math
+import tempfile
 import time
 from pathlib import Path
 
@@ -116,7 +118,7 @@ def accuracy(make, x, y, x_test, y_test) -> float:
     return float((clf.predict(x_test.flatten(1).numpy()) == y_test.numpy()).mean())
 
 
-def train_generator(work: Path, k: int, seed: int, x, y, steps: int, minutes: float) -> Path | None:
+def train_generator(work: Path, k: int, seed: int, x, y, steps: int, minutes: float, nfe: int) -> Path | None:
     """The generator's final checkpoint, training (or resuming) it for at most `minutes`; None if not done yet."""
     out = work / f"generator-k{k}-seed{seed}"
     done = out / "DONE"
@@ -126,7 +128,7 @@ def train_generator(work: Path, k: int, seed: int, x, y, steps: int, minutes: fl
             run = resume(out, dataset, steps=steps, minutes=minutes)
         else:
             run = start(TrainConfig(data="digits", cond="label", steps=steps, minutes=minutes, out=str(out), seed=seed,
-                                    threads=1, net=NET, checkpoint_every=steps, sample_every=steps, log_every=100),
+                                    threads=1, net=NET, checkpoint_every=steps, sample_every=steps, log_every=100, nfe=nfe),
                         dataset)
         result = run.train(progress=False)
         if result.step < steps:
@@ -153,7 +155,8 @@ def run(args) -> None:
                 print("time budget spent; run again to continue", flush=True)
                 return
             start_time = time.monotonic()
-            checkpoint = train_generator(work, k, seed, x, y, args.steps, max(0.5, (deadline - time.monotonic()) / 60))
+            checkpoint = train_generator(work, k, seed, x, y, args.steps, max(0.5, (deadline - time.monotonic()) / 60),
+                                         args.nfe)
             if checkpoint is None:
                 print(f"{key}: generator not finished; run again to continue", flush=True)
                 return
@@ -169,7 +172,7 @@ def run(args) -> None:
             for w in GUIDANCE:
                 folder = work / f"synth-{key}-w{w:g}"
                 if not (folder / "labels.csv").exists():
-                    synthesize(model, args.per_class, folder, guidance=w, seed=seed * 100_000, overwrite=True)
+                    synthesize(model, args.per_class, folder, guidance=w, seed=seed * 100_000, nfe=args.nfe, overwrite=True)
                 xs, ys = labelled_tensors(folder)
                 arms[f"synthetic w={w:g}"] = (torch.cat([xr, xs]), torch.cat([yr, ys]))
                 fidelity[f"w={w:g}"] = float((reference.predict(xs.flatten(1).numpy()) == ys.numpy()).mean())
@@ -219,13 +222,22 @@ def report(args) -> None:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("command", choices=["run", "report"])
+    p.add_argument("command", nargs="?", choices=["run", "report"])
     p.add_argument("--seeds", type=int, default=SEEDS)
     p.add_argument("--steps", type=int, default=STEPS, help="generator training steps")
     p.add_argument("--per-class", type=int, default=PER_CLASS, help="synthetic (and augmented) images per class")
+    p.add_argument("--nfe", type=int, default=32, help="the sampler's NFE (synthetic images, previews)")
     p.add_argument("--minutes", type=float, default=8.0, help="`run` stops after about this long (run it again)")
     p.add_argument("--work", default="runs/synthetic_data")
+    p.add_argument("--smoke", action="store_true", help="run and report at toy size in a temporary folder (CI)")
     args = p.parse_args()
+    if args.smoke:
+        with tempfile.TemporaryDirectory() as tmp:
+            args.work, args.seeds, args.steps, args.per_class, args.nfe = tmp, 1, 2, 5, 4
+            run(args)
+            return report(args)
+    if args.command is None:
+        p.error("give a command (run, report) or --smoke")
     {"run": run, "report": report}[args.command](args)
 
 

@@ -11,12 +11,15 @@ scores it as the plain name: the model must not need the exact string.
 
 Prompt files are fixed (see docs/text.md): the eval and sweep prompts are disjoint sets of training emoji's short
 names drawn with a seeded permutation before any sample was seen. Sample i of every prompt uses seed i, so rows
-differ only by their prompt. Results are merged into docs/text_results.json (one key per stage and setting).
+differ only by their prompt. Results are merged into docs/text_results.json (one key per stage and setting; --results
+names another file). `--smoke` trains a toy text model for 2 steps and runs every stage on 4 prompts of each file at
+NFE 4, writing to a temporary folder.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import tempfile
 import time
 from pathlib import Path
 
@@ -33,14 +36,16 @@ DOCS = Path(__file__).resolve().parent.parent / "docs"
 RESULTS = DOCS / "text_results.json"
 
 
-def read_lines(path: Path) -> list[str]:
-    return [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+def read_lines(name: str, args) -> list[str]:
+    """The prompts of docs/NAME (the first --limit of them)."""
+    lines = [line.strip() for line in (DOCS / name).read_text(encoding="utf-8").splitlines() if line.strip()]
+    return lines[:args.limit]
 
 
-def record(key: str, value: dict) -> None:
-    results = json.loads(RESULTS.read_text()) if RESULTS.is_file() else {}
+def record(args, key: str, value: dict) -> None:
+    results = json.loads(args.results.read_text()) if args.results.is_file() else {}
     results[key] = value
-    write_text(RESULTS, json.dumps(results, indent=1, sort_keys=True) + "\n")
+    write_text(args.results, json.dumps(results, indent=1, sort_keys=True) + "\n")
 
 
 def draw(model, prompts: list[str], k: int, guidance: float | None, nfe: int, sampler: str | None,
@@ -85,21 +90,21 @@ def score(name: str, x: torch.Tensor, prompts: list[str], seconds: float, extra:
 
 
 def stage_sweep(model, args) -> None:
-    prompts = read_lines(DOCS / "text_sweep_prompts.txt")
+    prompts = read_lines("text_sweep_prompts.txt", args)
     for w in args.weights:
         x, each, s = draw(model, prompts, args.k, w, args.nfe, args.sampler, template=args.template)
-        record(f"sweep/w{w:g}/nfe{args.nfe}{suffix(args)}",
+        record(args, f"sweep/w{w:g}/nfe{args.nfe}{suffix(args)}",
                score(f"sweep w={w:g}", x, each, s, {"guidance": w, "k": args.k, "template": args.template}))
 
 
 def stage_eval(model, args) -> None:
-    prompts = read_lines(DOCS / "text_eval_prompts.txt")
+    prompts = read_lines("text_eval_prompts.txt", args)
     settings = [("guided", args.guidance, False), ("guidance1", 1.0, False), ("prompt_free", None, True)]
     for label, w, free in settings:
         if free and args.template != "{}":
             continue  # no prompt, no template
         x, each, s = draw(model, prompts, args.k, w, args.nfe, args.sampler, prompt_free=free, template=args.template)
-        record(f"eval/{label}/nfe{args.nfe}{suffix(args)}", score(f"eval {label} (w={w})", x, each, s, {
+        record(args, f"eval/{label}/nfe{args.nfe}{suffix(args)}", score(f"eval {label} (w={w})", x, each, s, {
             "guidance": w, "k": args.k, "prompts": len(prompts), "template": args.template}))
 
 
@@ -109,13 +114,13 @@ def stage_layout(model, args) -> None:
     layout = getattr(model.net, "layout", None)
     if layout is None:
         raise SystemExit(f"{args.run} has no layout (an older text model)")
-    prompts = read_lines(DOCS / "text_eval_prompts.txt")
+    prompts = read_lines("text_eval_prompts.txt", args)
     with torch.no_grad():
         guess = layout(model.encode_prompts([args.template.format(p) for p in prompts], len(prompts)).pooled,
                        model.latent_shape[1:])
     with torch.no_grad():
         guess = model.encoder.decode(guess)
-    record(f"layout/{type(layout).__name__}{suffix(args)}", score("layout alone", guess.clamp(-1, 1), prompts, 0.0,
+    record(args, f"layout/{type(layout).__name__}{suffix(args)}", score("layout alone", guess.clamp(-1, 1), prompts, 0.0,
                                                                   {"template": args.template}))
 
 
@@ -137,7 +142,7 @@ def labelled_grid(x: torch.Tensor, prompts: list[str], k: int, scale: int = 3, l
 
 
 def stage_grid(model, args) -> None:
-    prompts = read_lines(DOCS / "text_grid_prompts.txt")
+    prompts = read_lines("text_grid_prompts.txt", args)
     x, each, s = draw(model, prompts, 4, args.guidance, args.nfe, args.sampler)
     labelled_grid(x, prompts, 4).save(args.png or DOCS / "text_grid.png")
     per_prompt = {}
@@ -147,7 +152,7 @@ def stage_grid(model, args) -> None:
         names = emoji_identity().index.names
         per_prompt[p] = {k: v for k, v in m.items() if v is not None and k not in ("n",)}
         per_prompt[p]["classified_as"] = [names[j] for j in probs.argmax(1).tolist()]
-    record(f"grid/{Path(args.run).name}/w{args.guidance:g}/nfe{args.nfe}",
+    record(args, f"grid/{Path(args.run).name}/w{args.guidance:g}/nfe{args.nfe}",
            {"guidance": args.guidance, "seconds": round(s, 1), "per_prompt": per_prompt})
     for p, m in per_prompt.items():
         print(f"{p:>16s}: {m['classified_as']}")
@@ -156,7 +161,7 @@ def stage_grid(model, args) -> None:
 def stage_speed(model, args) -> None:
     """64 prompted samples (16 grid prompts x 4) with the recommended settings; the text encoder's time (loading
     once, then encoding the prompts and the null caption) next to the whole call's, in one process."""
-    prompts = read_lines(DOCS / "text_grid_prompts.txt")[:16]
+    prompts = read_lines("text_grid_prompts.txt", args)[:16]
     each = [p for p in prompts for _ in range(4)]
     t = time.perf_counter()
     encoder = model.text_encoder()
@@ -167,20 +172,42 @@ def stage_speed(model, args) -> None:
         encoder.encode([""])
     encode_s = (time.perf_counter() - t) / args.repeats
     t = time.perf_counter()
-    model.sample(64, seeds=[i for _ in prompts for i in range(4)], prompts=each, guidance=args.guidance,
+    model.sample(len(each), seeds=[i for _ in prompts for i in range(4)], prompts=each, guidance=args.guidance,
                  nfe=args.nfe, sampler=args.sampler)
     total_s = time.perf_counter() - t
-    m = {"n": 64, "guidance": args.guidance, "nfe": args.nfe, "sampler": args.sampler or model.sampling.get(
+    m = {"n": len(each), "guidance": args.guidance, "nfe": args.nfe, "sampler": args.sampler or model.sampling.get(
         "sampler", "default"), "threads": torch.get_num_threads(), "encoder_load_s": round(load_s, 2),
          "encode_s": round(encode_s, 3), "sample_s": round(total_s, 1), "encoder_share": round(encode_s / total_s, 4)}
-    record(f"speed/w{args.guidance:g}/nfe{args.nfe}", m)
+    record(args, f"speed/w{args.guidance:g}/nfe{args.nfe}", m)
     print(json.dumps(m))
+
+
+STAGES = {"sweep": stage_sweep, "eval": stage_eval, "grid": stage_grid, "speed": stage_speed, "layout": stage_layout}
+
+
+def smoke(args) -> None:
+    """A text model of 16 channels trained for 2 steps, then every stage on 4 prompts per file at NFE 4, with the
+    grid and the results in a temporary folder; skipped without the emoji pictures."""
+    from unmix.data import load_dataset
+    from unmix.errors import UnmixError
+
+    try:
+        load_dataset("emoji")
+    except UnmixError as e:
+        return print(f"smoke skipped: {e}")
+    with tempfile.TemporaryDirectory() as tmp:
+        args.run, args.results, args.png = f"{tmp}/run", Path(tmp) / "text_results.json", f"{tmp}/text_grid.png"
+        args.limit, args.nfe, args.k, args.weights, args.repeats = 4, 4, 1, [1.0, 3.0], 1
+        model = unmix.train("emoji", out=args.run, cond="text", steps=2, net={"channels": 16}, nfe=4, threads=1,
+                            progress=False)
+        for stage in STAGES.values():
+            stage(model, args)
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("stage", choices=["sweep", "eval", "grid", "speed", "layout"])
-    ap.add_argument("run")
+    ap.add_argument("stage", nargs="?", choices=list(STAGES))
+    ap.add_argument("run", nargs="?")
     ap.add_argument("--guidance", type=float, default=None, help="default: unmix.guidance.DEFAULT_TEXT_GUIDANCE")
     ap.add_argument("--weights", type=float, nargs="+", default=[1, 2, 3, 5])
     ap.add_argument("--k", type=int, default=2, help="samples per prompt (sweep, eval)")
@@ -188,17 +215,22 @@ def main() -> None:
     ap.add_argument("--sampler", default=None)
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--png", default=None, help="grid: where the picture goes (default docs/text_grid.png)")
+    ap.add_argument("--results", type=Path, default=RESULTS, help="the JSON the results are merged into")
+    ap.add_argument("--limit", type=int, default=None, help="only the first LIMIT prompts of each prompt file")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--template", default="{}", help='how each prompt is written, e.g. "a picture of a {}"')
+    ap.add_argument("--smoke", action="store_true", help="every stage on a toy model in a temporary folder (CI)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     if args.guidance is None:
         from unmix.guidance import DEFAULT_TEXT_GUIDANCE
 
         args.guidance = DEFAULT_TEXT_GUIDANCE
-    model = unmix.load(args.run)
-    stages = {"sweep": stage_sweep, "eval": stage_eval, "grid": stage_grid, "speed": stage_speed, "layout": stage_layout}
-    stages[args.stage](model, args)
+    if args.smoke:
+        return smoke(args)
+    if args.stage is None or args.run is None:
+        ap.error(f"give a stage ({', '.join(STAGES)}) and a run folder, or --smoke")
+    STAGES[args.stage](unmix.load(args.run), args)
 
 
 if __name__ == "__main__":

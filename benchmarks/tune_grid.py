@@ -13,6 +13,7 @@ error of benchmarks/samplers.py (w = 0.5, or 0.05 where SW2 should dominate).
     python benchmarks/tune_grid.py grid3 --sampler unipc               # full grid over 3 levels
     python benchmarks/tune_grid.py range --sampler ipndm --nfe 4 5 10  # log-linear (sigma_min, sigma_max)
     python benchmarks/tune_grid.py pilot --w 0.05 --mixtures 32d glyphs64 patches64 rand64  # pilot vs fixed grid
+    python benchmarks/tune_grid.py --smoke      # each mode at toy size (N = 200, two mixtures, one pass)
 
 What was run (2026-11, 1 thread, N = 3000 per mixture): `levels` for ipndm / dpmpp_2m / unipc at 3-5
 NFE (w = 0.5, all mixtures but patches64), Karras-parameter descent at 10 NFE (rho went to its bound:
@@ -33,20 +34,14 @@ from __future__ import annotations
 import argparse
 import itertools
 import math
-import sys
-from pathlib import Path
 
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from samplers import mode_weight_tv  # noqa: E402
-
-from unmix.analytic import GaussianMixture  # noqa: E402
-from unmix.metrics.exact import sliced_w2  # noqa: E402
-from unmix.samplers import pilot_sigmas, sample  # noqa: E402
-from unmix.schedules import loglinear_sigmas, searched_sigmas  # noqa: E402
+from unmix.analytic import GaussianMixture
+from unmix.metrics.exact import mode_weight_tv, sliced_w2
+from unmix.samplers import pilot_sigmas, sample
+from unmix.schedules import loglinear_sigmas, searched_sigmas
 
 
 def glyphs(n: int = 3000, size: int = 8, seed: int = 0) -> torch.Tensor:
@@ -82,7 +77,11 @@ def photo_patches(per_image: int = 1500, seed: int = 0) -> torch.Tensor:
     return torch.tensor(np.array(out)) / 127.5 - 1
 
 
-def tuning_mixtures() -> dict[str, GaussianMixture]:
+MIXTURES = ("2d", "32d", "glyphs64", "patches64", "rand64")
+
+
+def tuning_mixtures(names) -> dict[str, GaussianMixture]:
+    """The named tuning mixtures (the two fitted ones are built only when asked for)."""
     g = torch.Generator().manual_seed(1234)
     two_d = GaussianMixture(
         torch.tensor([0.3, 0.2, 0.15, 0.15, 0.1, 0.1]),
@@ -99,8 +98,9 @@ def tuning_mixtures() -> dict[str, GaussianMixture]:
     w = torch.rand(12, generator=g, dtype=torch.float64) + 0.2
     logv = torch.rand(12, 64, generator=g, dtype=torch.float64) * math.log(0.5 / 1e-6) + math.log(1e-6)
     rand64 = GaussianMixture(w / w.sum(), torch.rand(12, 64, generator=g, dtype=torch.float64) * 2 - 1, logv.exp())
-    return {"2d": two_d, "32d": high_d, "glyphs64": GaussianMixture.fit(glyphs(), 16, 0),
-            "patches64": GaussianMixture.fit(photo_patches(), 16, 0), "rand64": rand64}
+    built = {"2d": lambda: two_d, "32d": lambda: high_d, "glyphs64": lambda: GaussianMixture.fit(glyphs(), 16, 0),
+             "patches64": lambda: GaussianMixture.fit(photo_patches(), 16, 0), "rand64": lambda: rand64}
+    return {name: built[name]() for name in names}
 
 
 class Scorer:
@@ -147,15 +147,28 @@ def descend_levels(score, sampler: str, levels: list[float], passes: int = 2):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("mode", choices=["levels", "grid3", "range", "pilot"])
+    ap.add_argument("mode", nargs="?", choices=["levels", "grid3", "range", "pilot"])
     ap.add_argument("--sampler", default="unipc")
     ap.add_argument("--nfe", type=int, nargs="+", default=[3])
-    ap.add_argument("--mixtures", nargs="+", default=["2d", "32d", "glyphs64", "patches64", "rand64"])
+    ap.add_argument("--mixtures", nargs="+", default=list(MIXTURES), choices=MIXTURES)
     ap.add_argument("--n", type=int, default=3000)
     ap.add_argument("--w", type=float, default=0.5, help="weight of the mode-weight term")
+    ap.add_argument("--passes", type=int, default=2, help="levels: rounds of coordinate descent")
+    ap.add_argument("--smoke", action="store_true", help="every mode at toy size: N = 200, 2d and patches64 (CI)")
     args = ap.parse_args()
     torch.set_num_threads(1)
-    mixtures = {k: v for k, v in tuning_mixtures().items() if k in args.mixtures}
+    if args.smoke:
+        args.n, args.mixtures, args.passes = 200, ["2d", "patches64"], 1
+        for args.mode in ("levels", "grid3", "range", "pilot"):
+            run(args)
+    elif args.mode is None:
+        ap.error("give a mode (levels, grid3, range, pilot) or --smoke")
+    else:
+        run(args)
+
+
+def run(args) -> None:
+    mixtures = tuning_mixtures(args.mixtures)
     if args.mode == "pilot":
         fixed = searched_sigmas(3, dim=64)[:-1].tolist()
         totals = [0.0, 0.0]
@@ -176,7 +189,7 @@ def main():
         return
     for nfe in args.nfe:
         if args.mode == "levels":
-            levels, s = descend_levels(score, args.sampler, loglinear_sigmas(nfe, 0.03, 20.0)[:-1].tolist())
+            levels, s = descend_levels(score, args.sampler, loglinear_sigmas(nfe, 0.03, 20.0)[:-1].tolist(), args.passes)
             print(f"{args.sampler} NFE {nfe}: {[round(v, 4) for v in levels]} score {s:.3f}", flush=True)
         else:
             for lo_scale, hi in itertools.product((0.01, 0.02, 0.04, 0.06), (3, 5, 10, 28, 80)):
