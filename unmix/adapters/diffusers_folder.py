@@ -35,6 +35,7 @@ from unmix.schedules import F64, DiscreteSchedule, append_zero, cosine_betas, li
 
 WEIGHTS_NAME = "diffusion_pytorch_model"
 VARIANTS = (None, "fp16", "bf16")  # preference order when a folder holds several
+PICKLES = (".bin", ".pt", ".pth", ".ckpt")  # weight files unmix refuses to read
 PREDICTIONS = {"epsilon": "eps", "v_prediction": "v", "sample": "x0"}
 BETA_SCHEDULES = ("linear", "scaled_linear", "squaredcos_cap_v2", "sigmoid")
 # Scheduler settings that describe the trained model (the rest of a scheduler config only tunes its sampler), with
@@ -283,32 +284,32 @@ def _build_unet(config: dict) -> nn.Module:
 
 
 # -- the weights ------------------------------------------------------------------------------------
-def _weight_files(folder: Path) -> list[Path]:
-    """The safetensors files holding a model's weights: one file, or the shards an index names."""
+def weight_files(folder: Path, stem: str = WEIGHTS_NAME) -> list[Path]:
+    """The safetensors files of a model folder: STEM.safetensors, a sharded index, or an fp16 / bf16 variant."""
     for variant in VARIANTS:
         suffix = f".{variant}" if variant else ""
-        single = folder / f"{WEIGHTS_NAME}{suffix}.safetensors"
+        single = folder / f"{stem}{suffix}.safetensors"
         if single.is_file():
             return [single]
-        index = folder / f"{WEIGHTS_NAME}.safetensors.index{suffix}.json"
-        if index.is_file():
-            shards = sorted(set(read_json(index).get("weight_map", {}).values()))
-            missing = [s for s in shards if not (folder / s).is_file()]
-            if not shards or missing:
-                raise UnmixError(f"{index} names shards that are missing: {', '.join(missing) or 'none listed'}")
-            return [folder / s for s in shards]
-    pickles = sorted(p.name for p in folder.iterdir() if p.suffix in (".bin", ".pt", ".pth", ".ckpt"))
+        for index in (folder / f"{stem}.safetensors.index{suffix}.json", folder / f"{stem}{suffix}.safetensors.index.json"):
+            if index.is_file():
+                shards = sorted(set(read_json(index).get("weight_map", {}).values()))
+                missing = [s for s in shards if not (folder / s).is_file()]
+                if not shards or missing:
+                    raise UnmixError(f"{index} names shards that are missing: {', '.join(missing) or 'none listed'}")
+                return [folder / s for s in shards]
+    pickles = sorted(p.name for p in folder.iterdir() if p.suffix in PICKLES) if folder.is_dir() else []
     if pickles:
         raise UnmixError(f"{folder} holds only pickle weights ({', '.join(pickles)}) and unmix never unpickles files "
                          "(they can run code); convert them once with diffusers' save_pretrained(..., "
-                         "safe_serialization=True) to get diffusion_pytorch_model.safetensors")
-    raise UnmixError(f"{folder} has no {WEIGHTS_NAME}.safetensors (nor a sharded index or an fp16 variant)")
+                         f"safe_serialization=True) to get {stem}.safetensors")
+    raise UnmixError(f"{folder} has no {stem}.safetensors (nor a sharded index or an fp16 variant)")
 
 
 def read_weights(folder: Path) -> dict[str, torch.Tensor]:
     """All tensors of a diffusers model folder, in float32, read into memory (never mapped, never unpickled)."""
     state = {}
-    for f in _weight_files(folder):
+    for f in weight_files(folder):
         try:
             tensors = load_safetensors(f.read_bytes())
         except (SafetensorError, OSError, ValueError) as e:
@@ -365,7 +366,7 @@ def read_diffusers_folder(path, schedule: dict | None = None, null_class: bool =
     if not path.is_dir():
         raise UnmixError(f"diffusers folder {path} does not exist or is not a folder")
     unet_dir, folder_schedule = _locate(path)
-    _weight_files(unet_dir)  # a pickle-only folder is refused before anything else is asked of it
+    weight_files(unet_dir)  # a pickle-only folder is refused before anything else is asked of it
     cfg = schedule_config(folder_schedule, schedule)
     recipe = DiffusersRecipe.from_scheduler_config(cfg)
     unet_config = read_json(unet_dir / "config.json")
@@ -398,6 +399,6 @@ def describe_folder(path) -> tuple[list[str], bool]:
         betas = "trained_betas" if cfg["trained_betas"] is not None else f"{cfg['beta_schedule']} betas"
         lines.append(f"recipe       {PREDICTIONS[cfg['prediction_type']]} prediction, {cfg['num_train_timesteps']} "
                      f"steps of {betas}, clip_sample {cfg['clip_sample']} ({folder_schedule.get('_class_name')})")
-    files = ", ".join(p.name for p in _weight_files(unet_dir))
+    files = ", ".join(p.name for p in weight_files(unet_dir))
     lines.append(f"weights      {files}")
     return lines, folder_schedule is not None

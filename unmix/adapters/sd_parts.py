@@ -23,14 +23,12 @@ from safetensors import SafetensorError
 from safetensors.torch import load as load_safetensors
 from torch import nn
 
-from unmix.adapters.diffusers_folder import DiffusersRecipe, read_json, schedule_config
+from unmix.adapters.diffusers_folder import DiffusersRecipe, schedule_config
 from unmix.conditioning import TextCond
 from unmix.encoders import LatentEncoder
 from unmix.errors import UnmixError
 
 INSTALL = 'pip install "unmix[diffusers]" (in a source checkout: pip install -e ".[diffusers]")'
-VARIANTS = (None, "fp16", "bf16")
-PICKLES = (".bin", ".pt", ".pth", ".ckpt")
 
 
 def libraries():
@@ -44,27 +42,6 @@ def libraries():
 
 
 # -- weights ------------------------------------------------------------------------------------------
-def weight_files(folder: Path, stem: str) -> list[Path]:
-    """The safetensors files of one part: STEM.safetensors, a sharded index, or an fp16 / bf16 variant."""
-    for variant in VARIANTS:
-        suffix = f".{variant}" if variant else ""
-        single = folder / f"{stem}{suffix}.safetensors"
-        if single.is_file():
-            return [single]
-        for index in (folder / f"{stem}.safetensors.index{suffix}.json", folder / f"{stem}{suffix}.safetensors.index.json"):
-            if index.is_file():
-                shards = sorted(set(read_json(index).get("weight_map", {}).values()))
-                missing = [s for s in shards if not (folder / s).is_file()]
-                if not shards or missing:
-                    raise UnmixError(f"{index} names shards that are missing: {', '.join(missing) or 'none listed'}")
-                return [folder / s for s in shards]
-    pickles = sorted(p.name for p in folder.iterdir() if p.suffix in PICKLES) if folder.is_dir() else []
-    if pickles:
-        raise UnmixError(f"{folder} holds only pickle weights ({', '.join(pickles)}) and unmix never unpickles files "
-                         "(they can run code); convert them once with save_pretrained(..., safe_serialization=True)")
-    raise UnmixError(f"{folder} has no {stem}.safetensors (nor a sharded index or an fp16 variant)")
-
-
 def read_state(files: list[Path], digest=None) -> dict[str, torch.Tensor]:
     """The tensors of safetensors files, read into memory (never mapped, never unpickled), floats as float32;
     `digest` (a hashlib object) sees the files' bytes."""

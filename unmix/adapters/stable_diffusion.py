@@ -11,7 +11,8 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
-from unmix.adapters.sd_parts import PICKLES, build_stable_diffusion, libraries, read_json, read_state, weight_files
+from unmix.adapters.diffusers_folder import PICKLES, read_json, weight_files
+from unmix.adapters.sd_parts import build_stable_diffusion, libraries, read_state
 from unmix.errors import UnmixError
 
 PARTS = ("unet", "vae", "text_encoder", "tokenizer", "scheduler")

@@ -48,6 +48,7 @@ from unmix.training.log import (
     version,
 )
 from unmix.training.objectives import LAYOUT_ROWS, DiffusionObjective, ImageCondObjective, TextDiffusionObjective, split
+from unmix.training.preview import preview_grid, save_preview
 from unmix.training.runlock import RunLock, ensure_free
 
 # The grid that ends a run (unless it fell on a --sample-every step) draws only the rows of 8 that fit in this
@@ -342,41 +343,16 @@ class Run:
         self.last_good = path
 
     def _preview(self, ema: nn.Module, step: int, seconds: float | None = None) -> None:
-        """The grid of OUT/samples.png: 64 images (8 per class), or only the rows of 8 that fit in `seconds`."""
-        if hasattr(self.objective, "preview"):  # an objective with its own picture (an autoencoder's reconstructions)
-            self._save_preview(self.objective.preview(ema, self.dataset), step)
-            return
-        model = Model(ema, self.recipe, self.data_description,
-                      sampling=self.objective.checkpoint_config().get("sampling"), encoder=self.encoder)
-        n, labels = (64 if self.dataset.is_image else 2000), None
-        if model.num_classes and self.dataset.is_image:  # one row of 8 per class (the first 10 classes)
-            n = 8 * min(model.num_classes, 10)
-            labels = torch.arange(n) // 8
-        elif model.num_classes:
-            labels = torch.arange(n) % model.num_classes
-        sampler, nfe = (None, None) if model.sampling else (self.config.sampler, self.config.nfe)
-
-        def draw(first: int, count: int) -> torch.Tensor:
-            return model.sample(count, seed=first, sampler=sampler, nfe=nfe, device=self.device,
-                                labels=None if labels is None else labels[first:first + count])
-
-        if seconds is None or not self.dataset.is_image:
-            self._save_preview(draw(0, n), step)
-            return
-        t0 = time.monotonic()
-        x = draw(0, 8)  # a first row, timed: the rows that fit in the rest of the budget follow in one batch
-        row = max(time.monotonic() - t0, 1e-6)
-        more = min(n - 8, 8 * int((seconds - row) / row))
-        self._save_preview(torch.cat([x, draw(8, more)]) if more > 0 else x, step)
-
-    def _save_preview(self, x: torch.Tensor, step: int) -> None:
-        from unmix.data.images import render_batch
-
-        folder = Path(self.config.out) / "samples"
-        folder.mkdir(parents=True, exist_ok=True)
-        img = render_batch(x, nrow=8 if self.dataset.is_image else None)
-        img.save(folder / f"step-{step:08d}.png")
-        img.save(Path(self.config.out) / "samples.png")
+        """The grid of OUT/samples.png (unmix.training.preview), or an objective's own picture (an autoencoder's
+        reconstructions)."""
+        if hasattr(self.objective, "preview"):
+            x = self.objective.preview(ema, self.dataset)
+        else:
+            model = Model(ema, self.recipe, self.data_description,
+                          sampling=self.objective.checkpoint_config().get("sampling"), encoder=self.encoder)
+            sampler, nfe = (None, None) if model.sampling else (self.config.sampler, self.config.nfe)
+            x = preview_grid(model, self.dataset.is_image, sampler, nfe, self.device, seconds)
+        save_preview(x, self.config.out, step, self.dataset.is_image)
 
 
 def start(config: TrainConfig | None = None, dataset: Dataset | None = None, objective=None) -> Run:
