@@ -102,7 +102,9 @@ def evaluate(model, n: int = 1000, sampler: str | None = None, nfe: int | None =
     beside FD, KID, precision and recall of all of them. sampler and nfe default to the model's own. A diffusers
     folder is measured against the dataset named by `data`. Images also get "copies" (unmix.metrics.copies): the
     share of samples that copy a training picture and their median PSNR to the nearest one, beside the same for
-    real pictures the run never saw (the held-out split of data that has one, else leave-one-out)."""
+    real pictures the run never saw (the held-out split of data that has one, else leave-one-out). Five-style
+    emoji data ("emoji:styles=all:split=train") adds "fd_heldout", FD to the held-out pictures, and "heldout_real",
+    the figures of those real pictures (unmix.metrics.styles)."""
     model = _model(model, device)
     sampler, nfe = model.sampling_defaults(sampler, nfe)
     get_sampler(sampler)
@@ -171,7 +173,8 @@ def _measured_against(model: Model, data: str | None) -> str:
         raise UnmixError(f"{trained_on[len('diffusers:'):]} is a diffusers folder: name the dataset to measure it "
                          "against with data= (--data)")
     check_data(data)
-    shape = tuple(load_toy(data, n=2).shape) if data in TOYS else tuple(load_dataset(data).shape)
+    side = model.shape[-1] if data.startswith(("emoji:", "folder:")) else None  # read at the model's side
+    shape = tuple(load_toy(data, n=2).shape) if data in TOYS else tuple(load_dataset(data, side).shape)
     if shape != model.shape:
         raise UnmixError(f"dataset {data} gives items of shape {list(shape)}, the model makes {list(model.shape)}")
     return data

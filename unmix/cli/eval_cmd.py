@@ -1,5 +1,6 @@
 """`unmix eval` (sample quality) and `unmix nll` (likelihood): one line per number, optionally JSON; eval of a
-checkpoint of images adds the copy check's two lines (`copies:` and `reference:`)."""
+checkpoint of images adds the copy check's two lines (`copies:` and `reference:`), and five-style emoji data the
+held-out real pictures' figures (`reference (held-out real):`)."""
 from __future__ import annotations
 
 import json
@@ -26,6 +27,7 @@ from unmix.errors import UnmixError
 from unmix.likelihood import METHODS, TRACES, VARIANCES
 from unmix.metrics.copies import copy_lines
 from unmix.metrics.quality import evaluate, format_metrics, load_samples
+from unmix.metrics.styles import reference_lines
 from unmix.samplers import DEFAULT_SAMPLER
 
 Method = choices("NllMethod", METHODS)
@@ -34,7 +36,9 @@ Variance = choices("Variance", VARIANCES)
 
 
 def _report(result: dict, json_path: Path | None) -> None:
-    for line in format_metrics({k: v for k, v in result.items() if k != "copies"}):
+    for line in format_metrics({k: v for k, v in result.items() if k not in ("copies", "heldout_real")}):
+        print(line)
+    for line in reference_lines(result):
         print(line)
     for line in copy_lines(result["copies"]) if "copies" in result else []:
         print(line)
@@ -46,8 +50,9 @@ def _report(result: dict, json_path: Path | None) -> None:
 def eval_command(
     checkpoint: str = typer.Argument(None, help="A checkpoint folder (or training output folder) to sample and measure."),
     samples: str = typer.Option(None, help="Measure these samples instead: a .npy, NCHW or NHW, values in [-1, 1]."),
-    data: str = typer.Option(None, help="Dataset to measure against (digits, emoji, swissroll, ring, moons, "
-                                        "folder:PATH); default: the checkpoint's, or digits for --samples."),
+    data: str = typer.Option(None, help="Dataset to measure against (digits, emoji, "
+                                        "emoji:styles=all:split=train, swissroll, ring, moons, folder:PATH); "
+                                        "default: the checkpoint's, or digits for --samples."),
     n: int = typer.Option(None, min=1, max=1_000_000, help="Samples to draw from the checkpoint (default 1000), or "
                                                           "per prompt with --prompts (default 10)."),
     prompts_file: Path = typer.Option(None, "--prompts", help="Text models of emoji: a file of prompts, one per "
@@ -64,8 +69,9 @@ def eval_command(
     threads: int = threads_option(),
 ):
     """Sample quality: FD, KID, precision and recall in a feature space of the dataset (exact sliced W2 and
-    log-density gap for the 2-D toys); for a checkpoint of images, the share of samples that copy a training
-    picture, beside real pictures it never saw."""
+    log-density gap for the 2-D toys), for five-style emoji FD to the held-out pictures too, beside what held-out
+    real pictures score; for a checkpoint of images, the share of samples that copy a training picture, beside real
+    pictures it never saw."""
     out = check_file_path(json_path, ".json")
     if (checkpoint is None) == (samples is None):
         raise UnmixError("give either a CHECKPOINT_DIR or --samples FILE.npy (with --data), not both or neither")

@@ -150,14 +150,15 @@ def _fit(net: nn.Module, train_idx: torch.Tensor, epochs: int, batch: int, seed:
     net.eval()
 
 
-def train_feature_net(data: ImageSet, epochs: int = 30, batch: int = 64, seed: int = SEED) -> tuple[FeatureNet, float]:
+def train_feature_net(data: ImageSet, epochs: int = 30, batch: int = 64, seed: int = SEED, width: int = 32,
+                      max_width: int = 128) -> tuple[FeatureNet, float]:
     """Train a classifier of the labels on 80% of the data; return it (eval mode) and its validation accuracy."""
     c, h, w = data.image_shape
     if h != w:
         raise UnmixError(f"feature networks need square images, got {h}x{w}")
     train_idx, val_idx = _split(len(data.labels), seed)
     with deterministic(seed):
-        net = FeatureNet(FeatureNetConfig(c, h, data.num_classes))
+        net = FeatureNet(FeatureNetConfig(c, h, data.num_classes, width, max_width))
 
         def loss(idx: torch.Tensor, g: torch.Generator) -> torch.Tensor:
             return F.cross_entropy(net(data.images[idx]), data.labels[idx])

@@ -2,8 +2,10 @@
 
 Images (digits, emoji, `folder:PATH`) are measured in the feature space of the dataset's own cached feature
 network (unmix.metrics.features) against every image of the dataset: Fréchet distance, unbiased KID, precision
-and recall (k = 3). The 2-D toys have exact densities, so they get exact measures instead: sliced W2 against a
-fresh draw of the same size, and the gap in mean exact log-density between that draw and the samples.
+and recall (k = 3). The five-style emoji ("emoji:styles=S:split=P") have a feature space of their own, trained on
+their train split, and FD to the held-out split besides (unmix.metrics.styles). The 2-D toys have exact densities,
+so they get exact measures instead: sliced W2 against a fresh draw of the same size, and the gap in mean exact
+log-density between that draw and the samples.
 """
 from __future__ import annotations
 
@@ -29,10 +31,11 @@ from unmix.metrics.features import (
     is_folder,
     reference,
 )
+from unmix.metrics.styles import SIDES, SPEC, evaluate_styles, styles_spec
 from unmix.metrics.toys import TOYS, toy_mixture
 
 K_NEIGHBOURS = 3
-DATASETS = FEATURE_DATASETS + TOYS
+DATASETS = (*FEATURE_DATASETS, SPEC, *TOYS)
 
 
 def load_samples(path: str | os.PathLike) -> torch.Tensor:
@@ -68,8 +71,10 @@ def min_samples(data: str) -> int:
 
 
 def check_data(data: str) -> None:
-    if data not in BUNDLED and data not in TOYS and not is_folder(data):
+    if not isinstance(data, str) or (data not in BUNDLED and data not in TOYS and not is_folder(data)
+                                     and not data.startswith("emoji:")):
         raise UnmixError(f"cannot evaluate against {data!r}; valid: {', '.join(DATASETS)}")
+    styles_spec(data)  # a five-style name that does not parse is one error line
 
 
 def check_count(n: int, data: str) -> None:
@@ -94,21 +99,35 @@ def evaluate(samples, data: str = "digits", seed: int = 0) -> dict[str, float]:
 
     Images: {"fd", "kid", "precision", "recall", "n"}. Values are clamped to [-1, 1] first, as when saving
     images. A `folder:PATH` dataset is read at the samples' size and gets a feature network of its own, trained
-    on first use and cached. 2-D toys: {"sliced_w2", "log_density_gap", "log_density", "n"} in nats.
+    on first use and cached. Five-style emoji ("emoji:styles=all:split=train", 32 or 64 px samples) add
+    "fd_heldout" and "heldout_real", the figures of the held-out real pictures (unmix.metrics.styles.
+    evaluate_styles). 2-D toys: {"sliced_w2", "log_density_gap", "log_density", "n"} in nats.
     """
     check_data(data)
     if data in TOYS:
         return _evaluate_points(samples, data, seed)
-    ref = reference(data, _image_side(samples, data) if is_folder(data) else None)
-    x = as_batch(samples, ref.image_shape, data)
+    five = styles_spec(data)
+    if five is not None:
+        side = _image_side(samples, data)
+        if side not in SIDES:
+            raise UnmixError(f"the five-style emoji are measured at 32 or 64 px, got {side}x{side} samples")
+        return evaluate_styles(_checked(samples, (3, side, side), data), five)
+    name = "emoji" if data.startswith("emoji:") else data  # emoji:styles=noto without a split is plain emoji
+    ref = reference(name, _image_side(samples, data) if is_folder(data) else None)
+    feats = extract(ref.net, _checked(samples, ref.image_shape, data))
+    fd = frechet_distance_from_stats(*mean_cov(feats), ref.mean, ref.cov)
+    precision, recall = precision_recall(ref.features, feats, K_NEIGHBOURS)
+    return {"fd": fd, "kid": kid(ref.features, feats), "precision": precision, "recall": recall, "n": len(feats)}
+
+
+def _checked(samples, shape: tuple[int, ...], data: str) -> torch.Tensor:
+    """Image samples as float64 [N, *shape] clamped to [-1, 1], enough of them, not pixel values."""
+    x = as_batch(samples, shape, data)
     check_count(len(x), data)
     if x.min() >= 0 and x.max() > 1.5:
         raise UnmixError(f"sample values span [{x.min():.3g}, {x.max():.3g}]; they look like pixel values, "
                          "scale them to [-1, 1]")
-    feats = extract(ref.net, x.clamp(-1, 1))
-    fd = frechet_distance_from_stats(*mean_cov(feats), ref.mean, ref.cov)
-    precision, recall = precision_recall(ref.features, feats, K_NEIGHBOURS)
-    return {"fd": fd, "kid": kid(ref.features, feats), "precision": precision, "recall": recall, "n": len(x)}
+    return x.clamp(-1, 1)
 
 
 def _evaluate_points(samples, data: str, seed: int) -> dict[str, float]:
