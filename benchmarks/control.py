@@ -383,99 +383,126 @@ the digits network a guided run takes about twice the time of plain replacement 
 """
 
 
+def _mixture_section(rows: list[dict]) -> list[str]:
+    """Inpainting against the exact answer: sliced W2 per method, sampler and NFE."""
+    lines = ["### Inpainting against the exact answer", "",
+             "Exact Gaussian-mixture denoisers, so every error below is the method's, not a network's. "
+             "The filled-in coordinates given the known ones follow a re-weighted mixture "
+             "(`unmix.inpaint.exact_conditional`); the table gives the sliced W2 between "
+             f"{rows[0]['n']} completions and as many exact conditional samples, averaged over the "
+             "observations, and the floor (exact vs exact). NFE counts every denoiser call; a guided call (forward "
+             "and backward pass) counts as 2, so guided NFE k walks a grid of k / 2 steps.", ""]
+    for dist in dict.fromkeys(r["distribution"] for r in rows):
+        sub = [r for r in rows if r["distribution"] == dist]
+        lines += [f"**{dist}**, {sub[0]['observations']} observation(s), floor {sub[0]['floor']:.4f}", "",
+                  "| method | sampler | NFE | sliced W2 | / floor |", "|---|---|---:|---:|---:|"]
+        lines += [f"| {r['method']} | {r['sampler']} | {r['nfe']} | {r['sw2']:.4f} | {r['sw2'] / r['floor']:.1f}x |"
+                  for r in sub]
+        lines.append("")
+    if any(r["method"].startswith("guided") for r in rows):
+        lines += ["Reconstruction guidance at weight 1 (its Gaussian approximation's own weight) is 1.7 to 4.3 times "
+                  "closer to the exact answer than replacement at the same NFE. Weight 2 is mostly further from it "
+                  "(all but the digits mixture with ddpm at NFE 200): it leans harder on the observation than the "
+                  "exact conditional does. On the network it still completes digits better below, so part of that "
+                  "gain may be sharpening rather than more faithful sampling.", ""]
+    return lines
+
+
+def _classes_section(d: dict, tr: dict) -> list[str]:
+    """Class-conditional digits: accuracy and feature-space metrics per guidance scale."""
+    lines = ["### Class-conditional digits", "",
+             f"The `unmix train --data digits --cond label` recipe ({tr['steps']} steps, {tr['minutes']} CPU minutes "
+             f"on a shared machine), trained on {tr['items']} digits: the fixed held-out 10% "
+             "(`unmix.inpaint.holdout_split`) never seen. "
+             f"{d['n']} samples per row ({d['n'] // 10} per class), {d['sampler']} at NFE {d['nfe']} "
+             "(a guided NFE is one call on a doubled batch); accuracy by the `unmix eval` digits classifier, "
+             "FD / KID / precision / recall in its feature space against all digits.", "",
+             "| guidance | class accuracy | FD | KID | precision | recall |", "|---|---:|---:|---:|---:|---:|"]
+    for r in d["rows"]:
+        acc = f"{100 * r['accuracy']:.1f}%" if "accuracy" in r else "-"
+        lines.append(f"| {r['guidance']} | {acc} | {r['fd']:.2f} | {r['kid']:.4f} | {r['precision']:.3f} | "
+                     f"{r['recall']:.3f} |")
+    lines += ["", f"Default guidance: {DEFAULT_GUIDANCE}.", ""]
+    return lines
+
+
+def _complete_section(d: dict, tr: dict, ceiling: list[dict]) -> list[str]:
+    """Completing held-out digits: accuracy per model, completion and NFE (`ceiling`: the perfect models' rows)."""
+    lines = ["### Completing held-out digits", "",
+             f"Bottom half filled in for each of the {d['held_out']} held-out digits, no label given; share "
+             "classified as the original digit (NFE counts every call). Models: `none` trained without labels "
+             f"({tr['steps']} steps, same split), `label` the class-conditional one above used without a label, "
+             "and an exact kernel-density denoiser of the training digits (std 0.1) as a perfect model. For that "
+             "perfect model the exact answer is known: its conditional mean, and exact samples from its "
+             "conditional (a training digit drawn with probability proportional to how well its top half matches, "
+             "plus the kernel's noise) need no sampler at all. Faithful sampling of a perfect model thus reaches "
+             "the 80% goal; replacement and RePaint stay far below it even with the perfect model, which is "
+             "their bias, not the networks'. Reconstruction guidance (`guided`, each call a forward and a "
+             "backward pass, counted as 2 NFE) closes most of that gap, and with RePaint's resampling on top "
+             "(`guided repaint`) both networks pass 80% at w = 2. The guidance weights were chosen "
+             "on training digits only (next table), never on these: w = 2 was the best for the network, w = 1 "
+             "for the KDE; both are shown.", "",
+             "| model | completion | NFE | accuracy |", "|---|---|---:|---:|"]
+    rows = d["rows"] + ceiling
+    lines += [f"| {r.get('model', '-')} | {r['completion']} | {r.get('nfe', '-')} | {100 * r['accuracy']:.1f}% |"
+              for r in rows]
+    lines.append("")
+    return lines
+
+
+def _tune_section(d: dict) -> list[str]:
+    """Choosing the guidance weight on training digits: accuracy per model, sampler and weight."""
+    lines = ["### Choosing the guidance weight", "",
+             f"`benchmarks/control.py tune`: the bottom halves of {d['tuning_digits']} *training* digits (a fixed "
+             "draw, seed 123), completed with a grid of "
+             f"{d['grid_nfe']} steps (weight 0 = plain replacement). `kde`: the exact kernel-density denoiser of "
+             "the training digits without these, so they are new to it; `none`: the network, which saw them in "
+             "training. The held-out digits above played no part.", "",
+             "| model | sampler | " + " | ".join(f"w = {w:g}" for w in (0.0, *TUNE_WEIGHTS)) + " |",
+             "|---|---|" + "---:|" * (1 + len(TUNE_WEIGHTS))]
+    plain = [r for r in d["rows"] if r.get("method", "guided") in ("replace", "guided")]
+    for model in dict.fromkeys(r["model"] for r in plain):
+        for sampler in dict.fromkeys(r["sampler"] for r in plain):
+            acc = {r["weight"]: r["accuracy"] for r in plain if r["model"] == model and r["sampler"] == sampler}
+            lines.append(f"| {model} | {sampler} | " + " | ".join(_percent(acc, w) for w in (0.0, *TUNE_WEIGHTS))
+                         + " |")
+    resampled = [r for r in d["rows"] if r.get("method") == "guided_repaint"]
+    if resampled:
+        weights = list(dict.fromkeys(r["weight"] for r in resampled))
+        lines += ["", f"guided_repaint (ddpm, j5 r4, {resampled[0]['nfe']} NFE) on the same digits:", "",
+                  "| model | " + " | ".join(f"w = {w:g}" for w in weights) + " |", "|---|" + "---:|" * len(weights)]
+        for model in dict.fromkeys(r["model"] for r in resampled):
+            acc = {r["weight"]: r["accuracy"] for r in resampled if r["model"] == model}
+            lines.append(f"| {model} | " + " | ".join(_percent(acc, w) for w in weights) + " |")
+    lines.append("")
+    return lines
+
+
+def _pictures_section(picture_method: str) -> list[str]:
+    """Links to the three pictures `pictures` draws."""
+    lines = ["### Pictures", "",
+             f"![one row per class, guidance {DEFAULT_GUIDANCE}](control_classes.png)", "",
+             f"![held-out digits: original, known top half, six completions ({picture_method}, model `none`)]"
+             "(control_inpaint.png)", "",
+             f"![SDEdit of held-out digits at strength {', '.join(map(str, EDIT_STRENGTHS))}](control_edit.png)", ""]
+    return lines
+
+
 def cmd_report(args) -> None:
     """docs/control_results.md: the tables and pictures for the README's control section."""
     load = lambda name: json.loads((args.work / f"{name}.json").read_text())  # noqa: E731
+    have = lambda name: (args.work / f"{name}.json").is_file()  # noqa: E731
     lines = [f"<!-- written by `python benchmarks/control.py report` on {time.strftime('%Y-%m-%d')}, {machine()} -->",
              "", USAGE]
-    if (args.work / "mixture.json").is_file():
-        rows = load("mixture")
-        lines += ["### Inpainting against the exact answer", "",
-                  "Exact Gaussian-mixture denoisers, so every error below is the method's, not a network's. "
-                  "The filled-in coordinates given the known ones follow a re-weighted mixture "
-                  "(`unmix.inpaint.exact_conditional`); the table gives the sliced W2 between "
-                  f"{rows[0]['n']} completions and as many exact conditional samples, averaged over the "
-                  "observations, and the floor (exact vs exact). NFE counts every denoiser call; a guided call (forward "
-                  "and backward pass) counts as 2, so guided NFE k walks a grid of k / 2 steps.", ""]
-        for dist in dict.fromkeys(r["distribution"] for r in rows):
-            sub = [r for r in rows if r["distribution"] == dist]
-            lines += [f"**{dist}**, {sub[0]['observations']} observation(s), floor {sub[0]['floor']:.4f}", "",
-                      "| method | sampler | NFE | sliced W2 | / floor |", "|---|---|---:|---:|---:|"]
-            lines += [f"| {r['method']} | {r['sampler']} | {r['nfe']} | {r['sw2']:.4f} | {r['sw2'] / r['floor']:.1f}x |"
-                      for r in sub]
-            lines.append("")
-        if any(r["method"].startswith("guided") for r in rows):
-            lines += ["Reconstruction guidance at weight 1 (its Gaussian approximation's own weight) is 1.7 to 4.3 times "
-                      "closer to the exact answer than replacement at the same NFE. Weight 2 is mostly further from it "
-                      "(all but the digits mixture with ddpm at NFE 200): it leans harder on the observation than the "
-                      "exact conditional does. On the network it still completes digits better below, so part of that "
-                      "gain may be sharpening rather than more faithful sampling.", ""]
-    if (args.work / "classes.json").is_file():
-        d, tr = load("classes"), load("train-label")
-        lines += ["### Class-conditional digits", "",
-                  f"The `unmix train --data digits --cond label` recipe ({tr['steps']} steps, {tr['minutes']} CPU minutes "
-                  f"on a shared machine), trained on {tr['items']} digits: the fixed held-out 10% "
-                  "(`unmix.inpaint.holdout_split`) never seen. "
-                  f"{d['n']} samples per row ({d['n'] // 10} per class), {d['sampler']} at NFE {d['nfe']} "
-                  "(a guided NFE is one call on a doubled batch); accuracy by the `unmix eval` digits classifier, "
-                  "FD / KID / precision / recall in its feature space against all digits.", "",
-                  "| guidance | class accuracy | FD | KID | precision | recall |", "|---|---:|---:|---:|---:|---:|"]
-        for r in d["rows"]:
-            acc = f"{100 * r['accuracy']:.1f}%" if "accuracy" in r else "-"
-            lines.append(f"| {r['guidance']} | {acc} | {r['fd']:.2f} | {r['kid']:.4f} | {r['precision']:.3f} | "
-                         f"{r['recall']:.3f} |")
-        lines += ["", f"Default guidance: {DEFAULT_GUIDANCE}.", ""]
-    if (args.work / "complete.json").is_file():
-        d, tr = load("complete"), load("train-none")
-        lines += ["### Completing held-out digits", "",
-                  f"Bottom half filled in for each of the {d['held_out']} held-out digits, no label given; share "
-                  "classified as the original digit (NFE counts every call). Models: `none` trained without labels "
-                  f"({tr['steps']} steps, same split), `label` the class-conditional one above used without a label, "
-                  "and an exact kernel-density denoiser of the training digits (std 0.1) as a perfect model. For that "
-                  "perfect model the exact answer is known: its conditional mean, and exact samples from its "
-                  "conditional (a training digit drawn with probability proportional to how well its top half matches, "
-                  "plus the kernel's noise) need no sampler at all. Faithful sampling of a perfect model thus reaches "
-                  "the 80% goal; replacement and RePaint stay far below it even with the perfect model, which is "
-                  "their bias, not the networks'. Reconstruction guidance (`guided`, each call a forward and a "
-                  "backward pass, counted as 2 NFE) closes most of that gap, and with RePaint's resampling on top "
-                  "(`guided repaint`) both networks pass 80% at w = 2. The guidance weights were chosen "
-                  "on training digits only (next table), never on these: w = 2 was the best for the network, w = 1 "
-                  "for the KDE; both are shown.", "",
-                  "| model | completion | NFE | accuracy |", "|---|---|---:|---:|"]
-        rows = d["rows"] + (load("ceiling")["rows"] if (args.work / "ceiling.json").is_file() else [])
-        lines += [f"| {r.get('model', '-')} | {r['completion']} | {r.get('nfe', '-')} | {100 * r['accuracy']:.1f}% |"
-                  for r in rows]
-        lines.append("")
-    if (args.work / "tune-none.json").is_file():
-        d = load("tune-none")
-        lines += ["### Choosing the guidance weight", "",
-                  f"`benchmarks/control.py tune`: the bottom halves of {d['tuning_digits']} *training* digits (a fixed "
-                  "draw, seed 123), completed with a grid of "
-                  f"{d['grid_nfe']} steps (weight 0 = plain replacement). `kde`: the exact kernel-density denoiser of "
-                  "the training digits without these, so they are new to it; `none`: the network, which saw them in "
-                  "training. The held-out digits above played no part.", "",
-                  "| model | sampler | " + " | ".join(f"w = {w:g}" for w in (0.0, *TUNE_WEIGHTS)) + " |",
-                  "|---|---|" + "---:|" * (1 + len(TUNE_WEIGHTS))]
-        plain = [r for r in d["rows"] if r.get("method", "guided") in ("replace", "guided")]
-        for model in dict.fromkeys(r["model"] for r in plain):
-            for sampler in dict.fromkeys(r["sampler"] for r in plain):
-                acc = {r["weight"]: r["accuracy"] for r in plain if r["model"] == model and r["sampler"] == sampler}
-                lines.append(f"| {model} | {sampler} | " + " | ".join(_percent(acc, w) for w in (0.0, *TUNE_WEIGHTS))
-                             + " |")
-        resampled = [r for r in d["rows"] if r.get("method") == "guided_repaint"]
-        if resampled:
-            weights = list(dict.fromkeys(r["weight"] for r in resampled))
-            lines += ["", f"guided_repaint (ddpm, j5 r4, {resampled[0]['nfe']} NFE) on the same digits:", "",
-                      "| model | " + " | ".join(f"w = {w:g}" for w in weights) + " |", "|---|" + "---:|" * len(weights)]
-            for model in dict.fromkeys(r["model"] for r in resampled):
-                acc = {r["weight"]: r["accuracy"] for r in resampled if r["model"] == model}
-                lines.append(f"| {model} | " + " | ".join(_percent(acc, w) for w in weights) + " |")
-        lines.append("")
-    lines += ["### Pictures", "",
-              f"![one row per class, guidance {DEFAULT_GUIDANCE}](control_classes.png)", "",
-              f"![held-out digits: original, known top half, six completions ({args.picture_method}, model `none`)]"
-              "(control_inpaint.png)", "",
-              f"![SDEdit of held-out digits at strength {', '.join(map(str, EDIT_STRENGTHS))}](control_edit.png)", ""]
+    if have("mixture"):
+        lines += _mixture_section(load("mixture"))
+    if have("classes"):
+        lines += _classes_section(load("classes"), load("train-label"))
+    if have("complete"):
+        lines += _complete_section(load("complete"), load("train-none"), load("ceiling")["rows"] if have("ceiling") else [])
+    if have("tune-none"):
+        lines += _tune_section(load("tune-none"))
+    lines += _pictures_section(args.picture_method)
     (args.docs / "control_results.md").write_text("\n".join(lines))
     print("\n".join(lines))
 

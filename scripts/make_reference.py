@@ -156,12 +156,22 @@ def render_cli_here() -> str:
     from unmix.cli.commands import app
 
     command = typer.main.get_command(app)
+    _cut_at_form_feed(command)
     ctx = click.Context(command, info_name="unmix", terminal_width=100, max_content_width=100)
     docs = get_docs_for_click(obj=command, ctx=ctx, name="unmix", title="Command line: `unmix`")
     intro = ("Every command's options, as `unmix COMMAND --help` prints them. Errors are one line and exit code 2 "
              "(`--debug` shows the traceback); Ctrl-C ends with exit code 130.\n\n")
     docs = docs.replace("\n\n", "\n\n" + intro, 1)
     return HEADER + re.sub(r" at 0x[0-9a-fA-F]+", "", docs).strip() + "\n"
+
+
+def _cut_at_form_feed(command) -> None:
+    """Drop what follows \\f in each command's help, as --help does (click's convention for notes to readers of the
+    source, such as why a command's signature is long); typer's generator would print them."""
+    if command.help:
+        command.help = command.help.split("\f")[0].rstrip()
+    for sub in getattr(command, "commands", {}).values():
+        _cut_at_form_feed(sub)
 
 
 def rendered() -> dict[Path, str]:

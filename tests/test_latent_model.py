@@ -189,3 +189,21 @@ def test_one_command_trains_the_autoencoder_then_the_diffusion_inside_one_budget
     assert "stage 1" not in err and (out / "checkpoint-00000005").is_dir()
     code, _, err = cli(capsys, "train", "--autoencoder", out / "autoencoder", "--out", tmp_path / "x")
     assert code == 2 and "--autoencoder is for latent diffusion: add --latent" in err
+
+
+def test_steps_caps_both_stages_of_the_one_command_latent_run(tmp_path, capsys):
+    """`train --latent --steps N` (issue 34): the autoencoder trains at most N steps (never more than its own 700),
+    the diffusion N; --minutes still gives the autoencoder half; --help says so."""
+    from unmix.training.latent_run import AUTOENCODER_STEPS, stage_budget
+
+    assert stage_budget(None, 3) == {"steps": 3} and stage_budget(None, None) == {"steps": AUTOENCODER_STEPS}
+    assert stage_budget(None, 10**6) == {"steps": AUTOENCODER_STEPS} and stage_budget(10.0, None) == {"minutes": 5.0}
+    assert stage_budget(10.0, 4) == {"minutes": 5.0, "steps": 4}
+    out = tmp_path / "short"
+    code, _, err = cli(capsys, "train", "--data", "digits", "--latent", "--out", out, "--steps", 3, "--channels", 8,
+                       "--batch-size", 8, "--threads", 1, "--nfe", 2, "--no-preview")
+    assert code == 0, err
+    assert json.loads((out / "autoencoder" / "finished.json").read_text())["step"] == 3
+    assert (out / "checkpoint-00000003").is_dir() and not (out / "autoencoder" / "checkpoint-00000700").exists()
+    code, text, _ = cli(capsys, "train", "--help")
+    assert code == 0 and "at most --steps and 700 steps" in " ".join(text.split())

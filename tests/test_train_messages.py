@@ -67,6 +67,21 @@ def test_info_on_weights_of_nan_is_one_line_and_exit_2(tmp_path, capsys):
     assert out.splitlines()[-1].startswith("health       DAMAGED")
 
 
+def test_sample_on_a_weight_holding_nan_is_one_line_and_exit_2(tmp_path, capsys):
+    """One NaN in one tensor of the EMA file, written through safetensors like a real checkpoint: `unmix sample`
+    refuses it before drawing anything (it would otherwise write a grid of NaN clamped to black)."""
+    run = tiny_run(tmp_path)
+    ckpt = copy_checkpoint(run / "checkpoint-00000002", tmp_path / "nan")
+    weights = load_file(ckpt / "ema.safetensors")
+    name = next(k for k, v in weights.items() if v.is_floating_point() and v.numel() > 1)
+    weights[name] = weights[name].clone().flatten().index_fill(0, torch.tensor([0]), float("nan")).view_as(weights[name])
+    save_file(weights, ckpt / "ema.safetensors")
+    drawn = tmp_path / "drawn"
+    code, _, err = cli(capsys, "sample", ckpt, "--n", "2", "--nfe", "2", "--threads", "1", "--out", drawn)
+    assert_one_error(code, err, "ema.safetensors", "NaN", name, "damaged")
+    assert not drawn.exists()
+
+
 def _tiny(out, **settings):
     return TrainConfig(data="digits", out=str(out), batch_size=8, lr=1e-3, warmup_steps=1, net=dict(TINY_NET),
                        sample_every=10**6, nfe=2, threads=1, device="cpu", **settings)

@@ -6,6 +6,10 @@ strength in [0, 1] maps to sigma on the same rho = 7 scale the Karras grids use,
 of the grid plain generation would walk, so equal strength steps are equal steps along that grid.
 Strength 0 returns the input unchanged; strength 1 starts from the noise alone, so it is plain
 generation: the same samples as `sample()` with the same seed.
+
+Given a whole grid (`sigmas=`, e.g. a named sampler's on a Stable Diffusion model's own timesteps), strength
+instead walks its last int(strength x steps) steps, as diffusers' StableDiffusionImg2ImgPipeline and A1111's
+img2img do (tests/test_sd_edit_inpaint.py).
 """
 from __future__ import annotations
 
@@ -49,18 +53,26 @@ def edit(
     cond=None,
     sigma_min: float | None = None,
     sigma_max: float | None = None,
+    sigmas: torch.Tensor | None = None,
     return_nfe: bool = False,
     **options,
 ):
-    """n edits of `image` [C, H, W] (or one per row of [n, C, H, W]) at `strength`, with at most nfe calls.
+    """n edits of `image` [C, H, W] (or one per row of [n, C, H, W]) at `strength`, with at most nfe calls
+    (with `sigmas`, a whole grid ending at 0: its last int(strength x steps) steps).
 
     `model` is a loaded Model or any denoiser (see control.denoiser_and_range for the sigma range used).
     """
     check_strength(strength)
     denoiser, sigma_min, sigma_max = denoiser_and_range(model, sigma_min, sigma_max)
-    full = default_sigmas(sampler, nfe, sigma_min, sigma_max)  # the plain-generation grid: strength 1
-    lo, hi = float(full[-2]), float(full[0])
-    sigma = strength_to_sigma(strength, lo, hi)
+    if sigmas is None:
+        full = default_sigmas(sampler, nfe, sigma_min, sigma_max)  # the plain-generation grid: strength 1
+        lo, hi = float(full[-2]), float(full[0])
+        sigma, tail = strength_to_sigma(strength, lo, hi), None
+    else:
+        full = torch.as_tensor(sigmas)
+        steps = len(full) - 1
+        tail = full[steps - min(int(steps * strength), steps):]
+        sigma, lo = float(tail[0]), float(full[-2])
     x = image_batch(image, n)
     if sigma == 0:
         out = x.clone()
@@ -69,6 +81,6 @@ def edit(
     start = rng.randn(x.shape, generator, x.dtype, x.device) * sigma
     if strength < 1:
         start = start + x
-    return sample(denoiser, x.shape, sampler, nfe, generator=generator, cond=cond, x_init=start,
-                  sigma_min=min(lo, sigma), sigma_max=sigma, dtype=x.dtype, device=x.device,
-                  return_nfe=return_nfe, **options)
+    ends = {"sigmas": tail} if tail is not None else {"sigma_min": min(lo, sigma), "sigma_max": sigma}
+    return sample(denoiser, x.shape, sampler, nfe, generator=generator, cond=cond, x_init=start, **ends,
+                  dtype=x.dtype, device=x.device, return_nfe=return_nfe, **options)

@@ -40,12 +40,15 @@ class Encoder:
     preset: str | None = None  # the training preset an encoder's space asks for (None: the dataset's own)
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
+        """Images [N, C, H, W] in [-1, 1] to what the denoiser works on; for pixel models, the images themselves."""
         return x
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
+        """The inverse of `encode`: what a sampler drew back to images (unclamped)."""
         return z
 
     def latent_shape(self, image_shape) -> tuple[int, ...]:
+        """The shape the sampler draws for one image of `image_shape`."""
         return tuple(image_shape)
 
     def latent_mask(self, mask: torch.Tensor, image_shape) -> torch.Tensor:
@@ -68,6 +71,7 @@ class Encoder:
         """Refuse work that is only meaningful on pixels (pixel-space models pass)."""
 
     def to(self, device) -> "Encoder":
+        """Move any network the encoder holds to `device`, beside the model's; returns the encoder."""
         return self
 
     def checkpoint_config(self) -> dict:
@@ -132,21 +136,26 @@ class AutoencoderEncoder(LatentEncoder):
 
     @property
     def channels(self) -> int:
+        """Channels of a latent."""
         return self.net.config.latent_channels
 
     def encode(self, x):
+        """Images to scaled latents (the posterior means times the latent scale)."""
         return self.net.encode(x)
 
     def decode(self, z):
+        """Scaled latents back to images (unclamped, about [-1, 1])."""
         return self.net.decode(z)
 
     def latent_shape(self, image_shape):
+        """The latent of the image size the autoencoder was trained on, (channels, side / factor, side / factor)."""
         return tuple(self.net.config.latent_shape())
 
     def encode_dataset(self, dataset):
         return latent_dataset(dataset, self.net)
 
     def to(self, device):
+        """Move the autoencoder to `device`; returns the encoder."""
         self.net.to(device)
         return self
 
@@ -192,6 +201,8 @@ def edit(encoder: Encoder, denoiser, image: torch.Tensor, strength: float, n: in
 
 # -- unmix's autoencoder: pairing, batches, scale, quality -----------------------------------------------------
 def ae_config(config) -> AutoencoderConfig:
+    """An AutoencoderConfig from a config, an Autoencoder or a dict (such as config.json's "autoencoder" section;
+    keys it does not know, such as "kind", are ignored)."""
     if isinstance(config, AutoencoderConfig):
         return config
     if isinstance(config, Autoencoder):

@@ -139,12 +139,7 @@ def inpaint(
     its calls is a forward and a backward pass, counted as 2 NFE; guided_repaint walks it as repaint
     does, with guided calls. Returns [n, C, H, W] (and the NFE used when return_nfe).
     """
-    if method not in METHODS:
-        raise UnmixError(f"unknown inpainting method {method!r}; valid: {', '.join(METHODS)}")
-    if jump < 1 or repeats < 1:
-        raise UnmixError(f"repaint needs jump >= 1 and repeats >= 1, got jump={jump}, repeats={repeats}")
-    if not (math.isfinite(weight) and weight >= 0):
-        raise UnmixError(f"the guidance weight must be a finite number >= 0, got {weight}")
+    _check_settings(method, jump, repeats, weight)
     generator = generator_for(seed, generator)
     y = image_batch(image, n)
     mask = check_mask(mask, y.shape[1:])
@@ -164,17 +159,34 @@ def inpaint(
     if method in ("replace", "guided"):
         x = spec.fn(counter, x, grid, **run)
     else:
-        for start in range(0, len(grid) - 1, jump):
-            seg = grid[start: start + jump + 1]
-            times = repeats if float(seg[-1]) > 0 else 1  # the final segment, into sigma = 0, runs once
-            top = x
-            for r in range(times):
-                x = _descend(spec.fn, counter, top, seg, run)
-                if r < times - 1:
-                    up = math.sqrt(float(seg[0]) ** 2 - float(seg[-1]) ** 2)
-                    top = x + up * rng.randn(x.shape, generator, x.dtype, x.device)
+        x = _repaint(spec.fn, counter, x, grid, jump, repeats, run)
     out = torch.where(mask, x, y.to(x.dtype))
     return (out, counter.nfe) if return_nfe else out
+
+
+def _repaint(fn, denoiser, x, grid, jump: int, repeats: int, run: dict):
+    """RePaint's walk (Lugmayr et al. 2022): the grid in segments of `jump` steps, each descended `repeats` times,
+    re-noised back to its top in between (the final segment, into sigma = 0, once)."""
+    generator = run["generator"]
+    for start in range(0, len(grid) - 1, jump):
+        seg = grid[start: start + jump + 1]
+        times = repeats if float(seg[-1]) > 0 else 1
+        top = x
+        for r in range(times):
+            x = _descend(fn, denoiser, top, seg, run)
+            if r < times - 1:
+                up = math.sqrt(float(seg[0]) ** 2 - float(seg[-1]) ** 2)
+                top = x + up * rng.randn(x.shape, generator, x.dtype, x.device)
+    return x
+
+
+def _check_settings(method: str, jump: int, repeats: int, weight: float) -> None:
+    if method not in METHODS:
+        raise UnmixError(f"unknown inpainting method {method!r}; valid: {', '.join(METHODS)}")
+    if jump < 1 or repeats < 1:
+        raise UnmixError(f"repaint needs jump >= 1 and repeats >= 1, got jump={jump}, repeats={repeats}")
+    if not (math.isfinite(weight) and weight >= 0):
+        raise UnmixError(f"the guidance weight must be a finite number >= 0, got {weight}")
 
 
 def _descend(fn, denoiser, x, seg, run):

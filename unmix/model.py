@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from unmix import encoders
+from unmix.adapters import sd_inpaint
 from unmix.adapters.diffusers_folder import is_diffusers_folder, read_diffusers_folder
 from unmix.adapters.stable_diffusion import is_stable_diffusion, read_stable_diffusion
 from unmix.conditioning import NULL_CAPTION, TextCond
@@ -56,6 +57,8 @@ class Model:
 
     @property
     def shape(self) -> tuple[int, ...]:
+        """One image's (or point's) shape as the user gives and gets it, [C, H, W] or [D]: pixels even for a latent
+        model."""
         return tuple(self.data["shape"])
 
     @property
@@ -65,14 +68,17 @@ class Model:
 
     @property
     def num_classes(self) -> int:
+        """How many labels the network was trained on; 0 for a model that takes no labels=."""
         return int(getattr(self.net.config, "num_classes", 0))
 
     @property
     def class_names(self) -> list[str]:
+        """The names labels= accepts besides indices (the dataset's, in index order); empty when it had none."""
         return list(self.data.get("class_names") or [])
 
     @property
     def is_text(self) -> bool:
+        """Whether the network takes text embeddings, so that sampling wants prompts= rather than labels=."""
         return int(getattr(self.net.config, "text_dim", 0) or 0) > 0
 
     def text_encoder(self):
@@ -97,9 +103,11 @@ class Model:
 
     @property
     def device(self) -> torch.device:
+        """Where the network's weights are, and so where its inputs must be."""
         return next(self.net.parameters()).device
 
     def to(self, device) -> "Model":
+        """Move the network and its encoder to `device` (in place, like nn.Module.to); returns the model."""
         self.net.to(device)
         self.encoder.to(device)
         return self
@@ -153,24 +161,25 @@ class Model:
                              f"(or {self.num_classes} for no label)")
         return lab
 
-    def _steered(self, n: int, labels, guidance, prompts=None, negative_prompt=None):
-        """(denoiser, cond): labels or prompts and classifier-free guidance, composed the one way every method uses.
-        A text model without prompts samples from the null caption (unconditionally)."""
+    def _steered(self, n: int, labels, guidance, prompts=None, negative_prompt=None, base=None):
+        """(denoiser, cond): labels or prompts and classifier-free guidance, composed the one way every method uses,
+        over the model's denoiser (or `base`). A text model without prompts samples from the null caption."""
+        base = self.denoiser if base is None else base
         if not self.is_text:
             if prompts is not None or negative_prompt is not None:
                 raise UnmixError("this model was trained without text; prompts= needs a model trained with "
                                  "cond='text'")
             cond = self.labels_for(labels, n)
-            return steer(self.denoiser, cond, guidance), cond
+            return steer(base, cond, guidance), cond
         if labels is not None:
             raise UnmixError("this model is text-conditional: give prompts=, not labels=")
         if prompts is None:
             if guidance is not None or negative_prompt is not None:
                 raise UnmixError("guidance= and negative_prompt= need prompts= to guide towards")
-            return steer(self.denoiser, None), self.encode_prompts(NULL_CAPTION, n)
+            return steer(base, None), self.encode_prompts(NULL_CAPTION, n)
         uncond = self.text_encoder().encode([negative_prompt or NULL_CAPTION])
         cond = self.encode_prompts(prompts, n)
-        return steer(self.denoiser, cond, guidance, uncond=uncond), cond
+        return steer(base, cond, guidance, uncond=uncond), cond
 
     def _seeds(self, n: int, seed: int, seeds, generator) -> list[int] | list[torch.Generator]:
         if not isinstance(n, int) or isinstance(n, bool) or n < 1:
@@ -249,7 +258,11 @@ class Model:
         if mask is None or isinstance(mask, (str, os.PathLike)):
             raise UnmixError(f"mask= must be a bool tensor, True where to fill in (unmix.inpaint also reads mask images), "
                              f"got {mask!r:.60}")
-        denoiser, cond = self._steered(self._count(n, seed, image), labels, guidance, prompts, negative_prompt)
+        k = self._count(n, seed, image)
+        if sd_inpaint.takes_mask(self.net):  # SD's inpainting UNet: the mask and the masked picture are its input
+            return _clamped(sd_inpaint.inpaint(self, image.to(self.device), mask, k, seed, labels, guidance, prompts,
+                                               negative_prompt, **options))
+        denoiser, cond = self._steered(k, labels, guidance, prompts, negative_prompt)
         lo, hi = self.recipe.sigma_range()
         x = encoders.inpaint(self.encoder, denoiser, image.to(self.device), mask, n, generator=self._generators(n, seed),
                              cond=None if cond is None else cond.to(self.device), sigma_min=lo, sigma_max=hi, **options)

@@ -152,6 +152,8 @@ def sampling_defaults(own: dict | None, sampler: str | None = None, nfe: int | N
 
 
 def list_samplers() -> list[str]:
+    """The names `sample(sampler=...)` accepts, as unmix spells them (unmix.sampler_names maps A1111, ComfyUI and
+    diffusers names onto these)."""
     return list(SAMPLERS)
 
 
@@ -243,19 +245,8 @@ def sample(
     Extra keyword options go to the sampler (eta, churn, order, ...).
     """
     spec = get_sampler(sampler)
-    params = inspect.signature(spec.fn).parameters
-    if not any(p.kind is p.VAR_KEYWORD for p in params.values()):
-        valid = [k for k, p in params.items() if p.kind is p.KEYWORD_ONLY and k not in ("cond", "generator", "callback")]
-        unknown = sorted(set(options) - set(valid))
-        if unknown:
-            took = f"only the options {', '.join(valid)}" if valid else "no options"
-            raise UnmixError(f"sampler {sampler!r} takes {took}; got {', '.join(unknown)}")
-    shape = tuple(int(v) for v in shape)
-    if len(shape) < 2 or any(v <= 0 for v in shape):
-        raise UnmixError(f"shape must be [N, ...] with positive sizes, got {list(shape)}")
-    event = getattr(denoiser, "event_shape", None)
-    if event is not None and tuple(event) != shape[1:]:
-        raise UnmixError(f"shape {list(shape[1:])} per sample does not match the denoiser's {list(event)}")
+    _check_options(sampler, spec.fn, options)
+    shape = _check_shape(shape, denoiser)
     if seed is not None:
         if generator is not None:
             raise UnmixError("pass either seed or generator, not both")
@@ -277,3 +268,26 @@ def sample(
     if sigmas is None and counter.nfe > nfe:
         raise AssertionError(f"sampler {sampler} used {counter.nfe} evaluations for a budget of {nfe}")
     return (x, counter.nfe) if return_nfe else x
+
+
+def _check_options(sampler: str, fn, options: dict) -> None:
+    """Refuse keyword options the sampler function does not take (one that takes **kwargs takes any)."""
+    params = inspect.signature(fn).parameters
+    if any(p.kind is p.VAR_KEYWORD for p in params.values()):
+        return
+    valid = [k for k, p in params.items() if p.kind is p.KEYWORD_ONLY and k not in ("cond", "generator", "callback")]
+    unknown = sorted(set(options) - set(valid))
+    if unknown:
+        took = f"only the options {', '.join(valid)}" if valid else "no options"
+        raise UnmixError(f"sampler {sampler!r} takes {took}; got {', '.join(unknown)}")
+
+
+def _check_shape(shape, denoiser) -> tuple[int, ...]:
+    """The batch shape as ints: [N, ...] with positive sizes, per sample the denoiser's event_shape when it has one."""
+    shape = tuple(int(v) for v in shape)
+    if len(shape) < 2 or any(v <= 0 for v in shape):
+        raise UnmixError(f"shape must be [N, ...] with positive sizes, got {list(shape)}")
+    event = getattr(denoiser, "event_shape", None)
+    if event is not None and tuple(event) != shape[1:]:
+        raise UnmixError(f"shape {list(shape[1:])} per sample does not match the denoiser's {list(event)}")
+    return shape

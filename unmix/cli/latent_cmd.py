@@ -65,23 +65,34 @@ def train_autoencoder(
     out = settings.pop("out", None) or default_out(settings.get("data", "emoji")) + "-autoencoder"
     run = start_autoencoder(settings, out, resume)
     if run.dist.main:
-        d, cfg = run.describe(), run.config
-        stop = " or ".join(([f"{cfg.steps} steps"] if cfg.steps else []) + ([f"{cfg.minutes:g} minutes"] if cfg.minutes else []))
-        f = 2 ** (len(d['net']['channel_mult']) - 1)
-        print(f"training a {d['parameters'] / 1e6:.2f}M-parameter autoencoder (factor {f}, "
-              f"{d['net']['latent_channels']} latent channels) on {d['data']['name']} ({d['data']['size']} images) "
-              f"on {d['device']} for {stop} -> {out}", file=sys.stderr)
+        print(_announce(run), file=sys.stderr)
     result = run.train()
     m = finish(run, result)
     if m is not None:
-        print(f"step {result.step}; checkpoint {result.checkpoint}; latent scale {m['latent_scale']:.4g}; "
-              f"reconstruction PSNR {m['psnr']:.1f} dB over its {m['n']} training images "
-              f"(originals over reconstructions: {out}/samples.png)", file=sys.stderr)
-        if result.stopped_by in ("SIGINT", "SIGTERM"):
-            print(f"stopped by {result.stopped_by}; continue with: unmix train-autoencoder --out {out} --resume",
-                  file=sys.stderr)
-        else:
-            print(f"next: unmix train --data {run.config.data} --latent --autoencoder {out}", file=sys.stderr)
+        _report_end(run, result, m)
     finish_distributed()
     if result.stopped_by in ("SIGINT", "SIGTERM"):
         raise typer.Exit(130 if result.stopped_by == "SIGINT" else 143)
+
+
+def _announce(run) -> str:
+    """One line: the autoencoder to train, on what, where, for how long."""
+    d, cfg = run.describe(), run.config
+    stop = " or ".join(([f"{cfg.steps} steps"] if cfg.steps else []) + ([f"{cfg.minutes:g} minutes"] if cfg.minutes else []))
+    f = 2 ** (len(d['net']['channel_mult']) - 1)
+    return (f"training a {d['parameters'] / 1e6:.2f}M-parameter autoencoder (factor {f}, "
+            f"{d['net']['latent_channels']} latent channels) on {d['data']['name']} ({d['data']['size']} images) "
+            f"on {d['device']} for {stop} -> {cfg.out}")
+
+
+def _report_end(run, result, m: dict) -> None:
+    """Where the stage stopped, how well it reconstructs, and the next command (or how to continue)."""
+    out = run.config.out
+    print(f"step {result.step}; checkpoint {result.checkpoint}; latent scale {m['latent_scale']:.4g}; "
+          f"reconstruction PSNR {m['psnr']:.1f} dB over its {m['n']} training images "
+          f"(originals over reconstructions: {out}/samples.png)", file=sys.stderr)
+    if result.stopped_by in ("SIGINT", "SIGTERM"):
+        print(f"stopped by {result.stopped_by}; continue with: unmix train-autoencoder --out {out} --resume",
+              file=sys.stderr)
+    else:
+        print(f"next: unmix train --data {run.config.data} --latent --autoencoder {out}", file=sys.stderr)

@@ -45,7 +45,8 @@ def train(
     split: str = typer.Option(None, help="Five-style emoji: train (default: every held-out (emoji, style) pair left "
                                          "out), heldout (exactly those pairs) or all."),
     out: str = typer.Option(None, help="Output folder (default runs/<data>)."),
-    steps: int = typer.Option(None, max=10**9, **POSITIVE, help="Total optimiser steps (default: the dataset preset)."),
+    steps: int = typer.Option(None, max=10**9, **POSITIVE, help="Total optimiser steps (default: the dataset preset; "
+                                                                "with --latent, the cap of each stage)."),
     minutes: float = typer.Option(None, min=0.001, max=10**6, help="Stop after this many minutes (with --steps: "
                                                                    "whichever comes first)."),
     resume: bool = typer.Option(False, "--resume", help="Continue the latest checkpoint in --out (may change "
@@ -54,7 +55,8 @@ def train(
     init: str = typer.Option(None, help="Start a new run from this checkpoint's weights (fine-tuning: new data, "
                                         "steps, learning rate...)."),
     latent: bool = typer.Option(False, "--latent", help="Latent diffusion in one command: an autoencoder first "
-                                                        "(into OUT/autoencoder, half of --minutes), then the diffusion "
+                                                        "(into OUT/autoencoder: half of --minutes, at most --steps "
+                                                        "and 700 steps), then the diffusion "
                                                         "on its latents; the checkpoints hold a copy of it."),
     autoencoder: str = typer.Option(None, help="With --latent: use this autoencoder run (unmix train-autoencoder) "
                                                "instead of training one."),
@@ -117,15 +119,11 @@ def train(
     compile: bool = typer.Option(None, "--compile/--no-compile", help="torch.compile the network."),
     precision: Precision = typer.Option(None, help="auto = bf16 autocast on CUDA only."),
 ):
-    """Train a diffusion model; checkpoints, stats.jsonl and preview grids go to --out."""
-    flags = {k: value(v) for k, v in locals().items()
-             if k not in ("resume", "dry_run", "latent", "autoencoder", "styles", "split", "reproduce", "preview_data")
-             and v is not None}
-    if reproduce:
-        if flags.get("neighbours") is False or flags.get("leave_out", 0) != 0:
-            raise UnmixError("--reproduce-training-set is --neighbours with --leave-out 0; drop the other two flags")
-        flags.update(neighbours=True, leave_out=0.0)
-    settings = settings_from_flags(flags)
+    """Train a diffusion model; checkpoints, stats.jsonl and preview grids go to --out.
+    \f
+    Long only for its option list: each flag is declared here so that --help lists it and typer checks its range."""
+    flags = {k: value(v) for k, v in locals().items() if k not in NOT_SETTINGS and v is not None}
+    settings = settings_from_flags(_copying_mode(flags) if reproduce else flags)
     sheet = check_file_path(preview_data, ".png")  # checked before any data is read
     if styles is not None or split is not None:
         settings["data"] = dataset_spec(settings.get("data", "emoji"), styles, split)
@@ -139,12 +137,7 @@ def train(
                              indent=2))
             return
         _report_stage(stage)
-    if resume:
-        if "init" in settings:
-            raise UnmixError("--init starts a new run and --resume continues one; pass only one of them")
-        run = trainer.resume(settings.pop("out", None) or default_out(settings.get("data", "digits")), **settings)
-    else:
-        run = trainer.start(TrainConfig.from_dict(settings))
+    run = _open_run(settings, resume)
     if sheet is not None and run.dist.main:
         if run.config.latent or not run.dataset.is_image:
             raise UnmixError("--preview-data shows the images a pixel model trains on; not for --latent or point data")
@@ -152,26 +145,58 @@ def train(
     if dry_run:
         print(json.dumps(run.describe(), indent=2))
         return
-    if run.dist.main:
-        print(announce(run), file=sys.stderr)
-        for line in folder_report(run.dataset.info["found"]) if "found" in run.dataset.info else []:
-            print(line, file=sys.stderr)
-        if run.preset == "folder-cpu":
-            print("preset folder-cpu: a folder on a CPU gets this smaller network (a GPU gets the image preset)",
-                  file=sys.stderr)
+    _report_start(run)
     run.note = lambda line: print(as_flags(line), file=sys.stderr)
     result = run.train()
-    if run.dist.main:
-        loss = f", loss {result.last_stats['loss']:.4f}" if result.last_stats else ""
-        print(f"step {result.step}{loss}; checkpoint {result.checkpoint}", file=sys.stderr)
-        if result.stopped_by in ("SIGINT", "SIGTERM"):
-            print(f"stopped by {result.stopped_by}; continue with: unmix train --out {run.config.out} --resume",
-                  file=sys.stderr)
-        else:
-            print(f"samples: {run.config.out}/samples.png", file=sys.stderr)
+    _report_end(run, result)
     finish_distributed()
     if result.stopped_by in ("SIGINT", "SIGTERM"):
         raise typer.Exit(130 if result.stopped_by == "SIGINT" else 143)
+
+
+# the flags that steer the command rather than set a TrainConfig field
+NOT_SETTINGS = ("resume", "dry_run", "latent", "autoencoder", "styles", "split", "reproduce", "preview_data")
+
+
+def _copying_mode(flags: dict) -> dict:
+    """--reproduce-training-set: the flags of --neighbours --leave-out 0, refused beside a contradicting one."""
+    if flags.get("neighbours") is False or flags.get("leave_out", 0) != 0:
+        raise UnmixError("--reproduce-training-set is --neighbours with --leave-out 0; drop the other two flags")
+    return {**flags, "neighbours": True, "leave_out": 0.0}
+
+
+def _open_run(settings: dict, resume: bool) -> trainer.Run:
+    """The run the settings ask for: the one in --out continued, or a new one."""
+    if not resume:
+        return trainer.start(TrainConfig.from_dict(settings))
+    if "init" in settings:
+        raise UnmixError("--init starts a new run and --resume continues one; pass only one of them")
+    return trainer.resume(settings.pop("out", None) or default_out(settings.get("data", "digits")), **settings)
+
+
+def _report_start(run: trainer.Run) -> None:
+    """What is about to train (and, for a folder, what was found in it), before the first step."""
+    if not run.dist.main:
+        return
+    print(announce(run), file=sys.stderr)
+    for line in folder_report(run.dataset.info["found"]) if "found" in run.dataset.info else []:
+        print(line, file=sys.stderr)
+    if run.preset == "folder-cpu":
+        print("preset folder-cpu: a folder on a CPU gets this smaller network (a GPU gets the image preset)",
+              file=sys.stderr)
+
+
+def _report_end(run: trainer.Run, result: trainer.TrainResult) -> None:
+    """Where the run stopped, and how to continue it or where its samples are."""
+    if not run.dist.main:
+        return
+    loss = f", loss {result.last_stats['loss']:.4f}" if result.last_stats else ""
+    print(f"step {result.step}{loss}; checkpoint {result.checkpoint}", file=sys.stderr)
+    if result.stopped_by in ("SIGINT", "SIGTERM"):
+        print(f"stopped by {result.stopped_by}; continue with: unmix train --out {run.config.out} --resume",
+              file=sys.stderr)
+    else:
+        print(f"samples: {run.config.out}/samples.png", file=sys.stderr)
 
 
 def _stage_one(run) -> None:

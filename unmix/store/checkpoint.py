@@ -164,9 +164,16 @@ class Checkpoint:
         return int(self.config.get("step", 0))
 
     def weights(self, which: str = "ema") -> dict[str, torch.Tensor]:
+        """The tensors of one weight file ("ema" or "model"), refused when any holds NaN or inf: such a file still
+        reads, and would otherwise sample black pictures or resume a broken run."""
         if which not in WEIGHTS:
             raise UnmixError(f"unknown weights {which!r}; valid: {', '.join(WEIGHTS)}")
-        return _load_tensors(self.path / f"{which}.safetensors")
+        path = self.path / f"{which}.safetensors"
+        tensors = _load_tensors(path)
+        problem = _non_finite(path, tensors)
+        if problem:
+            raise UnmixError(problem)
+        return tensors
 
     def training_state(self) -> dict:
         skeleton_path = self.path / "state.json"
@@ -246,8 +253,17 @@ def verify_weights(c: Checkpoint) -> list[str]:
         except UnmixError as e:
             problems.append(str(e))
             continue
-        bad = [k for k, v in tensors.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
-        if bad:
-            more = f" and {len(bad) - 1} other tensors" if len(bad) > 1 else ""
-            problems.append(f"{path} holds NaN or inf values in {bad[0]}{more}; the checkpoint is damaged")
+        problem = _non_finite(path, tensors)
+        if problem:
+            problems.append(problem)
     return problems
+
+
+def _non_finite(path: Path, tensors: dict[str, torch.Tensor]) -> str | None:
+    """The problem line for a weight file holding NaN or inf (the trainer never saves one), or None."""
+    bad = [k for k, v in tensors.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if not bad:
+        return None
+    more = f" and {len(bad) - 1} other tensors" if len(bad) > 1 else ""
+    return (f"{path} holds NaN or inf values in {bad[0]}{more}; the checkpoint is damaged (use an earlier "
+            f"checkpoint of the run)")

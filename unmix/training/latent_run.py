@@ -23,7 +23,8 @@ from unmix.training.config import default_out
 # best split for a plain U-Net (run lat-b); with the neighbours' guess (the latent preset) the diffusion learns in
 # minutes and the autoencoder's reconstructions bound the quality, so it gets half.
 AUTOENCODER_SHARE = 0.5
-# Without --minutes the autoencoder trains for this many steps (about 8 minutes at 32x32 on one CPU thread).
+# The autoencoder trains for at most this many steps (about 8 minutes at 32x32 on one CPU thread), or --steps
+# when that is fewer: --steps caps each stage, so `--latent --steps 2` is a short run.
 AUTOENCODER_STEPS = 700
 FINISHED = "finished.json"
 
@@ -55,9 +56,13 @@ def is_finished(folder: str | Path) -> bool:
     return (Path(folder) / FINISHED).is_file()
 
 
-def stage_budget(minutes: float | None) -> dict:
-    """The autoencoder's share of a one-command latent run: {"minutes": ...} or {"steps": ...}."""
-    return {"minutes": minutes * AUTOENCODER_SHARE} if minutes is not None else {"steps": AUTOENCODER_STEPS}
+def stage_budget(minutes: float | None, steps: int | None = None) -> dict:
+    """The autoencoder's share of a one-command latent run: AUTOENCODER_SHARE of `minutes` when given, and at
+    most `steps` (the diffusion's own cap) steps, else AUTOENCODER_STEPS when no minutes are given."""
+    budget = {"minutes": minutes * AUTOENCODER_SHARE} if minutes is not None else {}
+    if steps is not None or minutes is None:
+        budget["steps"] = min(steps or AUTOENCODER_STEPS, AUTOENCODER_STEPS)
+    return budget
 
 
 @dataclass
@@ -81,8 +86,9 @@ STAGE_KEYS = ("data", "size", "seed", "device", "threads", "compile", "precision
 def latent_stages(settings: dict, resume: bool = False, autoencoder: str | None = None, dry_run: bool = False,
                   announce=None, progress: bool = True) -> tuple[dict, bool, FirstStage]:
     """Latent diffusion in one call, the first half: train (or finish) the autoencoder into OUT/autoencoder inside
-    the budget unless `autoencoder` names one, then return the diffusion's settings (latent= set, minutes= what
-    the first stage left) and whether the diffusion resumes. `announce(run)` is called before the stage trains.
+    the budget (`stage_budget`: half of minutes=, at most steps= and AUTOENCODER_STEPS) unless `autoencoder` names
+    one, then return the diffusion's settings (latent= set, minutes= what the first stage left) and whether the
+    diffusion resumes. `announce(run)` is called before the stage trains.
     A latent run being resumed holds its own autoencoder; a dry run trains nothing (and, with no autoencoder yet,
     returns the stage it would train as `planned`: the diffusion's latents cannot be resolved before it)."""
     settings = dict(settings)
@@ -91,7 +97,7 @@ def latent_stages(settings: dict, resume: bool = False, autoencoder: str | None 
 
     def stage_run() -> trainer.Run:
         return start_autoencoder({**{k: settings[k] for k in STAGE_KEYS if k in settings},
-                                  **stage_budget(settings.get("minutes"))},
+                                  **stage_budget(settings.get("minutes"), settings.get("steps"))},
                                  stage.folder, resume=bool(list_checkpoints(stage.folder)))
 
     if dry_run and not autoencoder and not list_checkpoints(stage.folder) and not (resume and list_checkpoints(out)):
