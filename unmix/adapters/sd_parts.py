@@ -59,6 +59,8 @@ def read_state(files: list[Path], digest=None) -> dict[str, torch.Tensor]:
 
 def _load(module: nn.Module, state: dict, where) -> nn.Module:
     state = {k: v for k, v in state.items() if not k.endswith("position_ids")}  # a buffer old files kept
+    if not hasattr(module, "text_model"):  # transformers >= 5 dropped CLIPTextModel's text_model level; files keep it
+        state = {k.removeprefix("text_model."): v for k, v in state.items()}
     try:
         module.load_state_dict(state)
     except RuntimeError as e:
@@ -77,17 +79,36 @@ class SDNetConfig:
 
 
 class SDUNet(nn.Module):
-    """A UNet2DConditionModel called the unmix way, net(x_in, c_noise, cond) -> eps or v, cond a TextCond."""
+    """A UNet2DConditionModel called the unmix way, net(x_in, c_noise, cond) -> eps or v, cond a TextCond.
 
-    def __init__(self, unet: nn.Module):
+    SD's inpainting UNet takes more channels than it returns (9 = the latents, the mask, the masked picture's
+    latents): `extra_channels` > 0, and `with_inputs(extra)` is the same UNet with those channels bound."""
+
+    def __init__(self, unet: nn.Module, extra: torch.Tensor | None = None):
         super().__init__()
-        self.unet = unet
+        self.unet, self.extra = unet, extra
         self.config = SDNetConfig(int(unet.config.cross_attention_dim))
         self.in_channels = int(unet.config.in_channels)
+        self.extra_channels = self.in_channels - int(unet.config.out_channels)
+
+    def with_inputs(self, extra: torch.Tensor) -> SDUNet:
+        """This UNet (the same weights) with `extra` [N, extra_channels, h, w] after the latents of every call; a
+        batch of k x N rows (classifier-free guidance's doubled batch) takes them k times."""
+        if tuple(extra.shape[1:2]) != (self.extra_channels,):
+            raise UnmixError(f"this UNet takes {self.extra_channels} channels besides the latents, got {extra.shape[1]}")
+        return SDUNet(self.unet, extra)
 
     def forward(self, x: torch.Tensor, c_noise: torch.Tensor, cond: TextCond | None = None) -> torch.Tensor:
         if not isinstance(cond, TextCond):
             raise UnmixError("a Stable Diffusion UNet is conditioned on a prompt (a TextCond from its text encoder)")
+        if self.extra_channels:
+            if self.extra is None:
+                raise UnmixError("this is a Stable Diffusion inpainting UNet (its input holds a mask and a masked "
+                                 "picture): it draws through inpaint (unmix inpaint MODEL IMAGE --mask MASK)")
+            if x.shape[0] % len(self.extra):
+                raise UnmixError(f"a batch of {x.shape[0]} for the inpainting inputs of {len(self.extra)} pictures")
+            extra = self.extra.to(x.device, x.dtype)
+            x = torch.cat([x, extra.repeat(x.shape[0] // len(extra), 1, 1, 1)], 1)
         tokens = cond.expand(x.shape[0]).tokens.to(x.device, x.dtype)
         return self.unet(x, c_noise, encoder_hidden_states=tokens).sample
 

@@ -65,11 +65,14 @@ def read_sd_folder(path, schedule: dict | None = None):
              "text_encoder": weight_files(path / "text_encoder", "model")}
     _, transformers = libraries()
     configs = {k: read_json(path / k / "config.json") for k in files}
-    digest = hashlib.sha256()
-    states = {k: read_state(f, digest if k == "text_encoder" else None) for k, f in files.items()}
+    digests = {"text_encoder": hashlib.sha256(), "unet": hashlib.sha256()}  # the text encoder's; the model's hash
+    states = {k: read_state(f, digests.get(k)) for k, f in files.items()}
     try:
         tokenizer = transformers.CLIPTokenizer.from_pretrained(str(path / "tokenizer"), local_files_only=True)
     except (OSError, ValueError, TypeError) as e:
         raise UnmixError(f"{path / 'tokenizer'} is not a readable CLIP tokenizer ({e})") from None
     scheduler = read_json(path / "scheduler" / "scheduler_config.json")
-    return build_stable_diffusion(configs, states, tokenizer, scheduler, schedule, path, digest.hexdigest())
+    parts = build_stable_diffusion(configs, states, tokenizer, scheduler, schedule, path,
+                                   digests["text_encoder"].hexdigest())
+    parts[2]["sha256"] = digests["unet"].hexdigest()  # the UNet's weights: the "Model hash" of PNG parameters
+    return parts

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from unmix.adapters.png_params import png_info
 from unmix.data.images import auto_scale, make_grid, render_batch, save_png, to_pil
 from unmix.errors import UnmixError
 from unmix.store.files import atomic_path
@@ -65,9 +66,10 @@ def _check_writable(folder: Path) -> None:
 
 
 def write_samples(folder: Path, x: torch.Tensor, seeds: list[int], nrow: int | None = None, scale: int | None = None,
-                  singles: bool = True, stem: str | None = None) -> list[str]:
+                  singles: bool = True, stem: str | None = None, texts: list[dict] | None = None) -> list[str]:
     """grid.png (or scatter.png for points) and, for images, one PNG per sample (named by its seed, or STEM-NNN),
-    enlarged by `scale` (default: to at least 64 pixels) so that small images are visible. Returns what was written."""
+    enlarged by `scale` (default: to at least 64 pixels) so that small images are visible; `texts` are each single
+    PNG's text chunks (what made it, unmix.adapters.png_params). Returns what was written."""
     folder.mkdir(parents=True, exist_ok=True)
     if x.ndim != 4:
         return [str(save_png(render_batch(x), folder / "scatter.png"))]
@@ -75,7 +77,8 @@ def write_samples(folder: Path, x: torch.Tensor, seeds: list[int], nrow: int | N
     written = [str(save_png(make_grid(x[:GRID_LIMIT], nrow, scale=scale), folder / "grid.png"))]
     if singles:
         for i, (img, s) in enumerate(zip(x, seeds)):
-            save_png(to_pil(img, scale), folder / (f"{stem}-{i:03d}.png" if stem else f"{i:04d}_seed{s}.png"))
+            save_png(to_pil(img, scale), folder / (f"{stem}-{i:03d}.png" if stem else f"{i:04d}_seed{s}.png"),
+                     png_info(texts[i]) if texts else None)
         written.append(f"{len(x)} single PNGs at {scale}x in {folder}/")
     return written
 

@@ -11,6 +11,7 @@ import typer
 
 from unmix.api import forward_pictures
 from unmix.cli.app import app
+from unmix.cli.generation import from_png_option, lora_option, merge_loras, png_records, redraw
 from unmix.cli.info import describe
 from unmix.cli.options import (
     SamplerName,
@@ -72,33 +73,63 @@ def sample(
     batch_size: int = typer.Option(256, min=1, max=65536, help="Samples per network batch."),
     threads: int = threads_option(),
     list_samplers: bool = typer.Option(False, "--list-samplers", help="List the samplers and exit."),
+    lora: list[str] = lora_option(),
+    from_png: Path = from_png_option(),
 ):
-    """Generate samples from a trained model: a PNG grid, single PNGs, optionally raw .npy and a GIF."""
+    """Generate samples from a trained model: a PNG grid, single PNGs (each carrying what made it), optionally raw
+    .npy and a GIF.
+    \f
+    Long only for its option list: each flag is declared here so that --help lists it and typer checks its range."""
     if list_samplers:
         for name, spec in SAMPLERS.items():
             print(f"{name:16s} {spec.summary}")
         return
+    if from_png is not None:
+        return redraw(from_png, checkpoint, out, save_npy_path, device)
     if checkpoint is None:
         raise UnmixError("give a checkpoint folder or a training output folder, e.g. `unmix sample runs/digits`")
-    seed_list = int_list(seeds, "--seeds")
-    n = len(seed_list) if seed_list else n
-    prompts = prompt
-    if prompts_file is not None:
-        if prompt is not None:
-            raise UnmixError("give either --prompt or --prompts FILE, not both")
-        if seed_list:
-            raise UnmixError("--seeds cannot be combined with --prompts (sample i of each prompt uses --seed + i)")
-        lines = read_prompts(prompts_file)
-        prompts, nrow = [p for p in lines for _ in range(n)], nrow or n
-        seed_list, n = [seed + i for _ in lines for i in range(n)], n * len(lines)  # rows differ only by prompt
-    dev = pick_device(device)
-    model = load(checkpoint, weights=value(weights), device=dev)
+    seed_list, n, prompts, nrow = _seeds_and_prompts(seeds, seed, n, prompt, prompts_file, nrow)
+    model = load(checkpoint, weights=value(weights), device=pick_device(device))
+    loras = merge_loras(model, lora)
     labels = str_list(label)
     labels = model.labels_for(labels[0] if labels and len(labels) == 1 else labels, n)
     folder = fresh_folder(out, run_folder(model.checkpoint))
     npy, gif_path = check_file_path(save_npy_path, ".npy", folder), check_file_path(gif, ".gif", folder)
     recorder = ReverseRecorder() if gif_path else None
     sampler, nfe = model.sampling_defaults(value(sampler), nfe)
+    x = _draw(model, n, sampler, nfe, batch_size, recorder, seed=seed, seeds=seed_list, labels=labels,
+              guidance=guidance, prompts=prompts, negative_prompt=negative_prompt)
+    seed_list = seed_list or list(range(seed, seed + n))
+    texts = png_records(model, x, sampler, nfe, seed_list, batch_size, value(weights), loras, scale, prompts,
+                        negative_prompt, guidance, labels)
+    written = write_samples(folder, x, seed_list, nrow, scale, singles, texts=texts)
+    if npy:
+        written.append(save_npy(npy, x))
+    if recorder is not None:
+        recorder.save_gif(gif_path, x, nrow)
+        written.append(str(gif_path))
+    print(f"{n} samples from {model.checkpoint} ({sampler}, {nfe} NFE): " + ", ".join(written), file=sys.stderr)
+
+
+def _seeds_and_prompts(seeds: str | None, seed: int, n: int, prompt: str | None, prompts_file: Path | None,
+                       nrow: int | None) -> tuple[list[int] | None, int, str | list[str] | None, int | None]:
+    """(seeds, n, prompts, nrow) of the whole draw: --seeds sets n; a --prompts file repeats --n samples of seeds
+    --seed + i for each of its lines, one grid row per prompt."""
+    seed_list = int_list(seeds, "--seeds")
+    n = len(seed_list) if seed_list else n
+    if prompts_file is None:
+        return seed_list, n, prompt, nrow
+    if prompt is not None:
+        raise UnmixError("give either --prompt or --prompts FILE, not both")
+    if seed_list:
+        raise UnmixError("--seeds cannot be combined with --prompts (sample i of each prompt uses --seed + i)")
+    lines = read_prompts(prompts_file)
+    # rows differ only by prompt
+    return [seed + i for _ in lines for i in range(n)], n * len(lines), [p for p in lines for _ in range(n)], nrow or n
+
+
+def _draw(model, n: int, sampler: str, nfe: int, batch_size: int, recorder, **conditions):
+    """model.sample with the named sampler and its step grid, under a progress bar (and the GIF's recorder)."""
     solver, grid = named_sampler(sampler, model.recipe, nfe)
     with LazyBar("sample", math.ceil(n / batch_size) * nfe) as bar:
         def callback(*args):
@@ -106,16 +137,8 @@ def sample(
             if recorder is not None:
                 recorder(*args)
 
-        x = model.sample(n, seed=seed, seeds=seed_list, sampler=solver, nfe=nfe, labels=labels,
-                         guidance=guidance, batch_size=batch_size, callback=callback, prompts=prompts,
-                         negative_prompt=negative_prompt, **grid)
-    written = write_samples(folder, x, seed_list or list(range(seed, seed + n)), nrow, scale, singles)
-    if npy:
-        written.append(save_npy(npy, x))
-    if recorder is not None:
-        recorder.save_gif(gif_path, x, nrow)
-        written.append(str(gif_path))
-    print(f"{n} samples from {model.checkpoint} ({sampler}, {nfe} NFE): " + ", ".join(written), file=sys.stderr)
+        return model.sample(n, sampler=solver, nfe=nfe, batch_size=batch_size, callback=callback, **conditions,
+                            **grid)
 
 
 @app.command()

@@ -164,8 +164,9 @@ def load_mask_for(path: str | os.PathLike, image_size: tuple[int, int], shape) -
     return torch.from_numpy(np.asarray(fit(img, shape)) >= 128)[None]
 
 
-def save_png(img: Image.Image, path: str | os.PathLike) -> Path:
-    """Save a PNG atomically (a temporary sibling, then renamed), so a crash never leaves half a file."""
+def save_png(img: Image.Image, path: str | os.PathLike, pnginfo=None) -> Path:
+    """Save a PNG atomically (a temporary sibling, then renamed), so a crash never leaves half a file; `pnginfo`
+    (PIL's PngInfo) adds text chunks (unmix.adapters.png_params)."""
     with atomic_path(path) as tmp:
-        img.save(tmp, format="PNG")
+        img.save(tmp, format="PNG", pnginfo=pnginfo)
     return Path(path)
