@@ -1,5 +1,11 @@
 """Emoji on a fixed CPU budget: which recipe learns the most in M minutes on one core?
 
+Two data sets: `--data emoji` (Noto only, the default) and the five styles, `--data emoji:styles=all:split=train`
+(issue 31), whose candidates `local` (the five-style preset), `copying`, `whole-leave-out` and `pixel` are measured
+against the held-out split too (FD to held-out pictures beside FD to training ones) and by the copy check:
+
+    python benchmarks/emoji_budget.py --data emoji:styles=all:split=train --threads 2 --n 1000 train local --minutes 30
+
 Each unmix candidate is the `unmix train --data emoji` command with some flags (`latent`: the pixel preset's
 rival, `unmix train --data emoji --latent`, both stages inside the minutes); each is trained for --minutes of
 wall clock at one thread through the CLI (as a user would), then measured by FD / precision / recall in the
@@ -49,7 +55,14 @@ CANDIDATES = {
     "latent": ["--latent", "--neighbours"],
     "latent-plain": ["--latent", "--no-neighbours"],
     "diffusers": [],  # not unmix: the recipe below
+    # five-style emoji (--data emoji:styles=all:split=train; issue 31): the preset (a net correcting the local
+    # neighbours' guess), the copying mode, the whole-picture guess with the own picture left out, no guess at all
+    "local": [],
+    "copying": ["--reproduce-training-set", "--local-patch", "0"],
+    "whole-leave-out": ["--neighbours", "--local-patch", "0"],
+    "pixel": ["--no-neighbours"],
 }
+FIVE_STYLE_ONLY = ("local", "copying", "whole-leave-out", "pixel")
 GUIDANCE = 2.0  # class-conditional candidates are also measured guided at this scale
 BATCH = 16  # the diffusers recipe's
 NFE = 32  # network calls per sample of every row (DPM-Solver++(2M) steps for the diffusers one)
@@ -123,15 +136,15 @@ def sample_unet(unet, n: int, steps: int, seed: int = 0, batch: int = 250) -> to
     return torch.cat(out)
 
 
-def train_diffusers(root: Path, minutes: float, n: int, nfe: int) -> None:
+def train_diffusers(root: Path, minutes: float, n: int, nfe: int, data: str = "emoji", threads: int = 1) -> None:
     from diffusers import DDPMPipeline
 
     from unmix.api import save_grid
     from unmix.data import load_dataset
     from unmix.metrics.quality import evaluate
 
-    torch.set_num_threads(1)
-    ds = load_dataset("emoji")
+    torch.set_num_threads(threads)
+    ds = load_dataset(data)
     unet, steps = train_unet(ds.batch(torch.arange(len(ds)))[0], minutes)
     out = root / f"diffusers-{minutes:g}min"
     out.mkdir(parents=True, exist_ok=True)
@@ -141,23 +154,25 @@ def train_diffusers(root: Path, minutes: float, n: int, nfe: int) -> None:
     save_grid(x[:64], out / "grid.png", nrow=8)
     result = {"name": "diffusers", "run": "benchmarks/emoji_budget.py", "flags": [], "minutes": minutes,
               "steps": steps, "images": steps * BATCH, "parameters": sum(p.numel() for p in unet.parameters()),
-              **evaluate(x, "emoji", 0), **nearest(x), "data": "emoji", "sampler": "dpmsolver++(2M)", "nfe": nfe}
+              **evaluate(x, data, 0), **nearest(x, data), "data": data, "sampler": "dpmsolver++(2M)", "nfe": nfe}
     write_result(out, result)
 
 
 # -- the unmix candidates ------------------------------------------------------------------------------------
-def train(root: Path, name: str, minutes: float, n: int, nfe: int) -> None:
+def train(root: Path, name: str, minutes: float, n: int, nfe: int, data: str = "emoji", threads: int = 1) -> None:
+    if name in FIVE_STYLE_ONLY and not data.startswith("emoji:"):
+        raise SystemExit(f"candidate {name} is for the five-style data: add --data emoji:styles=all:split=train")
     if name == "diffusers":
-        return train_diffusers(root, minutes, n, nfe)
+        return train_diffusers(root, minutes, n, nfe, data, threads)
     out = root / f"{name}-{minutes:g}min" / "run"
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    subprocess.run([sys.executable, "-m", "unmix", "train", "--data", "emoji", "--out", str(out), "--minutes",
-                    str(minutes), "--threads", "1", "--sample-every", "1000000", "--checkpoint-every", "1000000",
-                    "--nfe", str(nfe), *CANDIDATES[name]], check=True, env=env)
-    measure(root, name, out, minutes, n, nfe)
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
+    subprocess.run([sys.executable, "-m", "unmix", "train", "--data", data, "--out", str(out), "--minutes",
+                    str(minutes), "--threads", str(threads), "--sample-every", "1000000", "--checkpoint-every",
+                    "1000000", "--nfe", str(nfe), *CANDIDATES[name]], check=True, env=env)
+    measure(root, name, out, minutes, n, nfe, threads)
 
 
-def measure(root: Path, name: str, run: Path, minutes: float, n: int, nfe: int) -> None:
+def measure(root: Path, name: str, run: Path, minutes: float, n: int, nfe: int, threads: int = 1) -> None:
     """FD and friends of a run trained with the candidate's flags (by `train`, or by hand), and its grid."""
     from unmix.api import load, save_grid
     from unmix.data import load_dataset
@@ -165,19 +180,20 @@ def measure(root: Path, name: str, run: Path, minutes: float, n: int, nfe: int) 
     from unmix.samplers import DEFAULT_SAMPLER
     from unmix.store.checkpoint import open_checkpoint
 
-    torch.set_num_threads(1)
+    torch.set_num_threads(threads)
     model = load(run)  # a run folder loads its latest checkpoint
     stored = open_checkpoint(model.checkpoint)  # config only: the weights are already loaded
-    step, batch = stored.step, stored.config["train"]["batch_size"]
+    step, batch, data = stored.step, stored.config["train"]["batch_size"], str(model.data["name"])
     x = model.sample(n, seed=0, nfe=nfe)
-    metrics = {**evaluate(x, "emoji", 0), **nearest(x), "data": "emoji", "sampler": DEFAULT_SAMPLER, "nfe": nfe}
     folder = root / f"{name}-{minutes:g}min"
     folder.mkdir(parents=True, exist_ok=True)
-    save_grid(model.sample(64, seed=0, nfe=nfe), folder / "grid.png", nrow=8)
+    metrics = {**evaluate(x, data, 0), **nearest(x, data, folder / "nearest.png"), "data": data,
+               "sampler": DEFAULT_SAMPLER, "nfe": nfe}
+    save_grid(x[:64], folder / "grid.png", nrow=8)
     result = {"name": name, "run": str(run), "flags": CANDIDATES[name], "minutes": minutes, "steps": step,
               "images": step * batch, "parameters": sum(p.numel() for p in model.net.parameters()), **metrics}
     if model.num_classes:  # also guided, with labels drawn at the dataset's group frequencies
-        labels = load_dataset("emoji").labels
+        labels = load_dataset(data).labels
         pick = labels[torch.randint(len(labels), (n,), generator=torch.Generator().manual_seed(0))]
         guided = evaluate(model.sample(n, seed=0, nfe=nfe, labels=pick, guidance=GUIDANCE), "emoji", 0)
         result.update({f"guided_{k}": v for k, v in guided.items()}, guidance=GUIDANCE)
@@ -199,8 +215,9 @@ def resample_diffusers(root: Path, minutes: float, n: int, nfe: int) -> None:
     folder = root / f"diffusers-unmix-sampler-{minutes:g}min"
     folder.mkdir(parents=True, exist_ok=True)
     save_grid(x[:64], folder / "grid.png", nrow=8)
+    data = json.loads((trained / "result.json").read_text())["data"]
     result = {**json.loads((trained / "result.json").read_text()), "run": str(trained / "pipeline"),
-              **evaluate(x, "emoji", 0), **nearest(x), "sampler": f"{DEFAULT_SAMPLER} (unmix, x0 clipped)", "nfe": nfe}
+              **evaluate(x, data, 0), **nearest(x, data), "sampler": f"{DEFAULT_SAMPLER} (unmix, x0 clipped)", "nfe": nfe}
     write_result(folder, result)
 
 
@@ -210,35 +227,36 @@ def write_result(folder: Path, result: dict) -> None:
     print(json.dumps(result))
 
 
-def nearest(x, leave_one_out: bool = False) -> dict:
-    """How close samples [N, 3, 32, 32] come to copying training emoji: the PSNR (pixels in [-1, 1]) to the nearest
-    training picture, its median and the shares above 20 and 25 dB. `leave_one_out` (x None): the training emoji
-    themselves, each against the others (the reference: how near distinct emoji are to each other)."""
-    from unmix.data import load_dataset
+def nearest(x, data: str = "emoji", sheet: Path | None = None) -> dict:
+    """The copy check (unmix.metrics.copies) of samples [N, 3, 32, 32] against the data's training pictures: the
+    share that are copies (Gu et al.'s rule) and the median PSNR to the nearest training picture, beside the same
+    for real pictures the run never saw (the held-out split of five-style data, else leave-one-out)."""
+    from unmix.data.pictures import dataset_pictures, heldout_spec
+    from unmix.metrics.copies import check_copies
 
-    ds = load_dataset("emoji")
-    train = ds.batch(torch.arange(len(ds)))[0].flatten(1)
-    x = train if leave_one_out else x.flatten(1).float()
-    mse = torch.cdist(x, train).clamp_min(0) ** 2 / train.shape[1]
-    if leave_one_out:
-        mse.fill_diagonal_(float("inf"))
-    psnr = 10 * torch.log10(4 / mse.min(1).values.clamp_min(1e-10))
-    return {"nearest_psnr_median": psnr.median().item(), "nearest_over_20db": (psnr > 20).float().mean().item(),
-            "nearest_over_25db": (psnr > 25).float().mean().item()}
+    held = heldout_spec(data)
+    reference = None if held is None else dataset_pictures(held, x.shape[-1]).data
+    check = check_copies(x, dataset_pictures(data, x.shape[-1]).data, reference)
+    if sheet is not None:  # the first 32 samples, each beside its nearest training picture
+        check.sheet(32, 4, worst=False).save(sheet)
+    return {f"copies_{k}": v for k, v in check.figures().items()}
 
 
 def report(root: Path) -> None:
     rows = [{**json.loads(p.read_text()), "folder": p.parent.name} for p in sorted(root.glob("*/result.json"))]
-    print("| result folder | flags | parameters | minutes | steps | FD | precision | recall | nearest emoji: median, > 20 dB "
-          "| guided FD / P / R |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    print("| result folder | data | flags | parameters | minutes | steps | FD (train) | FD (held-out) | precision | "
+          "recall | copies, nearest-training PSNR | guided FD / P / R |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         guided = (f"{r['guided_fd']:.1f} / {r['guided_precision']:.2f} / {r['guided_recall']:.2f} (scale {r['guidance']:g})"
                   if "guided_fd" in r else "")
-        copies = (f"{r['nearest_psnr_median']:.1f} dB, {r['nearest_over_20db']:.0%}" if "nearest_psnr_median" in r
-                  else "not measured")
-        print(f"| {r['folder']} | `{' '.join(r['flags']) or '(preset)'}` | {r['parameters'] / 1e6:.2f}M | {r['minutes']:g} | "
-              f"{r['steps']} | {r['fd']:.1f} | {r['precision']:.2f} | {r['recall']:.2f} | {copies} | {guided} |")
+        copies = (f"{r['copies_share']:.1%}, {r['copies_nearest_psnr']:.1f} dB (real unseen: "
+                  f"{r['copies_reference_share']:.1%}, {r['copies_reference_nearest_psnr']:.1f} dB)"
+                  if "copies_share" in r else "not measured")
+        held = f"{r['fd_heldout']:.1f}" if "fd_heldout" in r else ""
+        print(f"| {r['folder']} | {r['data']} | `{' '.join(r['flags']) or '(preset)'}` | {r['parameters'] / 1e6:.2f}M | "
+              f"{r['minutes']:g} | {r['steps']} | {r['fd']:.1f} | {held} | {r['precision']:.2f} | {r['recall']:.2f} | "
+              f"{copies} | {guided} |")
 
 
 def smoke() -> None:
@@ -258,15 +276,17 @@ def smoke() -> None:
         train(root, "patch64", minutes, n, nfe)
         train(root, "diffusers", minutes, n, nfe)
         resample_diffusers(root, minutes, n, nfe)
-        print(json.dumps(nearest(None, leave_one_out=True)))
         report(root)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--root", type=Path, default=Path("runs/emoji_budget"), help="where the rows' folders go")
+    parser.add_argument("--root", type=Path, default=None, help="where the rows' folders go (default "
+                        "runs/emoji_budget, runs/emoji_styles_budget for five-style data)")
     parser.add_argument("--n", type=int, default=500, help="samples measured per row")
     parser.add_argument("--nfe", type=int, default=NFE, help="network calls per sample of every row")
+    parser.add_argument("--data", default="emoji", help="emoji (Noto), or five-style emoji: emoji:styles=all:split=train")
+    parser.add_argument("--threads", type=int, default=1, help="threads per row (two rows side by side: 1 each)")
     parser.add_argument("--smoke", action="store_true", help="every command at toy size in a temporary folder (CI)")
     sub = parser.add_subparsers(dest="cmd")
     t = sub.add_parser("train")
@@ -279,22 +299,20 @@ def main() -> None:
     d = sub.add_parser("resample-diffusers", help="sample a saved diffusers row with unmix's sampler (x0 clipped)")
     d.add_argument("--minutes", type=float, default=30.0)
     sub.add_parser("report")
-    sub.add_parser("nearest", help="the reference for the nearest-picture columns: each real emoji against the others")
     args = parser.parse_args()
+    args.root = args.root or Path("runs/emoji_styles_budget" if args.data.startswith("emoji:") else "runs/emoji_budget")
     if args.smoke:
         smoke()
     elif args.cmd == "train":
-        train(args.root, args.name, args.minutes, args.n, args.nfe)
+        train(args.root, args.name, args.minutes, args.n, args.nfe, args.data, args.threads)
     elif args.cmd == "measure":
-        measure(args.root, args.name, args.run, args.minutes, args.n, args.nfe)
+        measure(args.root, args.name, args.run, args.minutes, args.n, args.nfe, args.threads)
     elif args.cmd == "resample-diffusers":
         resample_diffusers(args.root, args.minutes, args.n, args.nfe)
-    elif args.cmd == "nearest":
-        print(json.dumps(nearest(None, leave_one_out=True)))
     elif args.cmd == "report":
         report(args.root)
     else:
-        parser.error("give a command (train, measure, resample-diffusers, report, nearest) or --smoke")
+        parser.error("give a command (train, measure, resample-diffusers, report) or --smoke")
 
 
 if __name__ == "__main__":

@@ -117,10 +117,18 @@ class NetworkDenoiser(nn.Module):
                 exclude: torch.Tensor | None = None) -> torch.Tensor:
         """F(c_in x, c_noise, cond): the raw network output. The hook: a net with a method
         `extra_inputs(x, sigma, exclude) -> dict` gets those keyword arguments too, computed from the raw x and sigma
-        (e.g. the training set's ideal denoiser, unmix.nets.neighbours; `exclude`: items to leave out of it)."""
+        (e.g. the training set's ideal denoiser, unmix.nets.neighbours; `exclude`: items to leave out of it). A
+        "base" among them is an estimate of the clean x that replaces EDM's prior mean of zero: D = c_skip x +
+        (1 - c_skip) base + c_out F, the Gaussian posterior mean around the base plus the net's correction (at low
+        noise the input itself, at high noise the base; a zero-initialised net starts there)."""
         hook = getattr(unwrap(self.net), "extra_inputs", None)
         extra = hook(x, sigma, exclude) if hook is not None else {}
-        return self.net(c_in * x, c_noise, cond, **extra)
+        base = extra.pop("base", None)
+        out = self.net(c_in * x, c_noise, cond, **extra)
+        if base is None:
+            return out
+        c_skip, c_out = (expand_like(c, x) for c in self.precond(sigma_batch(sigma, x))[:2])
+        return out + (1 - c_skip) * base.to(out.dtype) / c_out
 
 
 def unwrap(net: nn.Module) -> nn.Module:

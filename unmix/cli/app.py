@@ -27,7 +27,8 @@ app = typer.Typer(
 PYTHON_TO_FLAG = {"min_snr_gamma": "min-snr", "ema_halflife_kimg": "ema-halflife", "net.channels": "channels",
                   "net.channel_mult": "channel-mult", "net.num_res_blocks": "blocks", "net.attn_levels": "attn",
                   "net.dropout": "dropout", "net.patch_size": "patch", "net.layout": "layout",
-                  "net.neighbours": "neighbours", "net.neighbours_leave_out": "leave-out", "labels": "label",
+                  "net.neighbours": "neighbours", "net.neighbours_leave_out": "leave-out",
+                  "net.neighbours_patch": "local-patch", "labels": "label",
                   "prompts": "prompt"}
 _BY_NAME = {name.removeprefix("net."): "--" + flag for name, flag in PYTHON_TO_FLAG.items()}
 

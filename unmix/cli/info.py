@@ -59,6 +59,9 @@ def describe(path: str | os.PathLike) -> list[str]:
     if cfg["net"].get("neighbours") or cfg["net"].get("layout") == "retrieval":
         lines.append(f"privacy      holds its {data.get('size')} training items (the net's retrieval table): sharing "
                      "the checkpoint shares them")
+    if cfg["net"].get("neighbours_patch"):
+        lines.append(f"guess        local: each pixel follows the training pictures whose patch around it matches "
+                     f"(patch side {cfg['net']['neighbours_patch']:g} x sigma pixels, the net corrects the guess)")
     if cfg["net"].get("neighbours") and not cfg["net"].get("neighbours_leave_out"):
         lines.append("copying      reproduces its training set (--reproduce-training-set, neighbours leave-out 0): "
                      "its guess always held the picture being denoised, so it learnt to return the nearest training "

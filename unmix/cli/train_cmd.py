@@ -97,6 +97,10 @@ def train(
     leave_out: float = typer.Option(None, min=0.0, max=1.0, help="--neighbours: share of training rows whose own "
                                     "picture is hidden from that guess: 1 (default) new pictures, 0 near copies of "
                                     "training pictures (see --reproduce-training-set)."),
+    local_patch: float = typer.Option(None, min=0.0, max=1e3, help="--neighbours: a local guess whose pixels follow "
+                                      "the training pictures matching a patch of this x sigma pixels around them "
+                                      "(combines patches of many pictures; 0 = whole pictures; five-style emoji "
+                                      "default 3)."),
     reproduce: bool = typer.Option(False, "--reproduce-training-set", help="Copying mode: the net gets the training "
                                    "set's ideal denoiser with nothing left out, so it learns to return near copies of "
                                    "its training pictures (and the checkpoint stores them). Retrieval, not generation."),

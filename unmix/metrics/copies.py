@@ -140,11 +140,12 @@ class CopyCheck:
         return [{"sample": int(i), "nearest_item": int(self.index.items[self.near.nearest[i]]),
                  "ratio": float(self.near.ratio[i]), "psnr": float(db[i]), "copy": bool(copy[i])} for i in worst]
 
-    def sheet(self, n: int = 32, per_row: int = 8) -> Image.Image:
-        """The worst cases as a grid: each sample, then its nearest training picture to its right."""
-        worst = self.worst(n)
-        pairs = torch.stack([self.samples[worst], self.index.pictures[self.near.nearest[worst]]], 1).flatten(0, 1)
-        return make_grid(pairs, nrow=2 * min(per_row, len(worst)), scale=auto_scale(pairs.shape[-2]))
+    def sheet(self, n: int = 32, per_row: int = 8, worst: bool = True) -> Image.Image:
+        """Each sample, then its nearest training picture to its right: the n worst cases, or (worst=False) the
+        first n samples as drawn (a contact sheet that is not picked)."""
+        chosen = self.worst(n) if worst else torch.arange(min(n, len(self.samples)))
+        pairs = torch.stack([self.samples[chosen], self.index.pictures[self.near.nearest[chosen]]], 1).flatten(0, 1)
+        return make_grid(pairs, nrow=2 * min(per_row, len(chosen)), scale=auto_scale(pairs.shape[-2]))
 
 
 def check_copies(samples, training, heldout=None) -> CopyCheck:

@@ -65,6 +65,9 @@ class UNetConfig:
     layout_temperature: float = 0.03  # retrieval: softmax temperature over cosine similarities
     neighbours: bool = False  # the training set's ideal denoiser as extra input channels (unmix.nets.neighbours)
     neighbours_leave_out: float = 0.0  # share of training rows whose own item is left out of that guess
+    neighbours_patch: float = 0.0  # > 0: a local guess, patches of this x sigma pixels (unmix.nets.neighbours)
+    neighbours_min_patch: int = 3  # the local guess's smallest patch side (odd)
+    neighbours_candidates: int = 64  # a local guess combines each row's this many nearest training items
 
     def __post_init__(self):
         self.channel_mult = tuple(int(m) for m in self.channel_mult)
@@ -96,6 +99,9 @@ class UNetConfig:
                              f"{self.layout_temperature}")
         if not 0 <= self.neighbours_leave_out <= 1:
             raise UnmixError(f"neighbours_leave_out must be in [0, 1], got {self.neighbours_leave_out}")
+        if not (self.neighbours_patch >= 0 and self.neighbours_candidates >= 1):
+            raise UnmixError(f"neighbours_patch must be >= 0 and neighbours_candidates >= 1, got "
+                             f"{self.neighbours_patch}, {self.neighbours_candidates}")
         if self.neighbours_leave_out and not self.neighbours:
             raise UnmixError("neighbours_leave_out is for nets with neighbours=True (the training set's guess)")
         if self.neighbours and (self.text_dim or self.cond_channels):
@@ -216,7 +222,8 @@ class UNet(nn.Module):
         elif cfg.layout_size:
             self.layout = RetrievalLayout(cfg.text_dim, cfg.in_channels, cfg.layout_size, cfg.layout_temperature)
         image_in += cfg.in_channels if cfg.layout_size else 0
-        self.neighbours = NeighbourGuess(cfg.in_channels) if cfg.neighbours else None
+        self.neighbours = NeighbourGuess(cfg.in_channels, cfg.neighbours_patch, cfg.neighbours_candidates,
+                                         cfg.neighbours_min_patch) if cfg.neighbours else None
         image_in += cfg.in_channels if cfg.neighbours else 0
         self.conv_in = nn.Conv2d((cfg.in_channels + image_in) * p2, chs[0], 3, padding=1)
         skips = [chs[0]]
@@ -280,8 +287,12 @@ class UNet(nn.Module):
 
     def extra_inputs(self, x: torch.Tensor, sigma: torch.Tensor, exclude: torch.Tensor | None = None) -> dict:
         """The denoiser's hook (unmix.denoiser.Denoiser.network): a neighbours net's guess D*(x, sigma) from the raw
-        noisy input, before preconditioning; nothing for other nets."""
-        return {} if self.neighbours is None else {"guess": self.neighbours(x, sigma, exclude)}
+        noisy input, before preconditioning; nothing for other nets. A local guess is also the denoiser's base: the net
+        learns its correction (and a fresh net samples the guess itself)."""
+        if self.neighbours is None:
+            return {}
+        guess = self.neighbours(x, sigma, exclude)
+        return {"guess": guess, "base": guess} if self.config.neighbours_patch else {"guess": guess}
 
     def forward(self, x: torch.Tensor, c_noise: torch.Tensor, cond: Cond = None,
                 guess: torch.Tensor | None = None) -> torch.Tensor:

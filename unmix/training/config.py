@@ -95,6 +95,12 @@ PRESETS = {
     # 32-channel full-resolution U-Net (16.9 against 31.9) and is the first to draw faces and rounded squares.
     "emoji": dict(batch_size=32, lr=1e-3, ema_halflife_kimg=10.0, steps=20000,
                   net=dict(kind="unet", patch_size=2, channels=64, num_res_blocks=1)),
+    # emoji:styles=...: the five-style pictures (unmix.data.emoji_styles). The emoji U-Net given a *local* neighbours'
+    # guess (unmix.nets.neighbours, patch_scale): each pixel follows the training pictures whose patch around it
+    # matches, so the guess combines patches of many pictures; every row's own picture is left out in training.
+    "emoji-styles": dict(batch_size=32, lr=1e-3, ema_halflife_kimg=10.0, steps=20000,
+                         net=dict(kind="unet", patch_size=2, channels=64, num_res_blocks=1, neighbours=True,
+                                  neighbours_patch=3.0, neighbours_min_patch=5)),
     # backgrounds: the model that draws the product jobs' scenes (wallpaper crops at 32 px); the emoji recipe
     "backgrounds": dict(batch_size=32, lr=1e-3, ema_halflife_kimg=10.0, steps=20000,
                         net=dict(kind="unet", patch_size=2, channels=64, num_res_blocks=1)),
@@ -126,11 +132,15 @@ PRESETS = {
 
 def run_preset(name: str, device: str) -> str:
     """The preset a run's data gets on its device: a folder of images on a CPU gets the CPU-sized folder-cpu."""
+    if name.startswith("emoji:"):
+        return "emoji-styles"
     return "folder-cpu" if name.startswith("folder:") and device == "cpu" else name
 
 
 def preset_for(name: str, is_image: bool) -> dict:
     """A dataset's preset by its name ("emoji:styles=all:split=train" is emoji's), else the generic one."""
+    if name.startswith("emoji:"):
+        return PRESETS["emoji-styles"]
     return PRESETS.get(name) or PRESETS.get(name.split(":")[0]) or PRESETS["image" if is_image else "points"]
 
 
