@@ -43,7 +43,8 @@ def train(data: str = "digits", resume: bool = False, progress: bool = True, lat
     resume=True continues the run in `out` (default runs/<data>) with only run-time and rescue settings changed;
     init=CHECKPOINT starts a new run from a trained model's weights (fine-tuning on new data or settings).
     latent=True is latent diffusion in one call: an autoencoder trained into OUT/autoencoder first (half of
-    minutes=), or `autoencoder=` an autoencoder run's folder, then the diffusion on its latents."""
+    minutes=; steps= caps it at min(steps, 700)), or `autoencoder=` an autoencoder run's folder, then the diffusion
+    on its latents (steps= caps that stage too)."""
     if autoencoder is not None and not latent:
         raise UnmixError("autoencoder= is for latent diffusion: add latent=True")
     if latent:

@@ -18,24 +18,19 @@ because unpickling a file can run code.
 """
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load as load_safetensors
 from torch import nn
 
+from unmix.adapters.weights import read_json, read_weights, weight_files
 from unmix.denoiser import NetworkDenoiser
 from unmix.errors import UnmixError
 from unmix.losses import Recipe
 from unmix.schedules import F64, DiscreteSchedule, append_zero, cosine_betas, linear_betas
 
-WEIGHTS_NAME = "diffusion_pytorch_model"
-VARIANTS = (None, "fp16", "bf16")  # preference order when a folder holds several
-PICKLES = (".bin", ".pt", ".pth", ".ckpt")  # weight files unmix refuses to read
 PREDICTIONS = {"epsilon": "eps", "v_prediction": "v", "sample": "x0"}
 BETA_SCHEDULES = ("linear", "scaled_linear", "squaredcos_cap_v2", "sigmoid")
 # Scheduler settings that describe the trained model (the rest of a scheduler config only tunes its sampler), with
@@ -46,21 +41,9 @@ SCHEDULE_KEYS = {
     "thresholding": False, "dynamic_thresholding_ratio": 0.995, "sample_max_value": 1.0,
     "timestep_spacing": "leading", "steps_offset": 0, "rescale_betas_zero_snr": False, "variance_type": "fixed_small",
 }
-_OLD_ATTENTION_KEYS = {".query.": ".to_q.", ".key.": ".to_k.", ".value.": ".to_v.", ".proj_attn.": ".to_out.0."}
 
 
 # -- recognising a folder ---------------------------------------------------------------------------
-def read_json(path: Path) -> dict:
-    """A foreign folder's JSON object; an unreadable or non-object file is one clear error."""
-    try:
-        obj = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise UnmixError(f"{path} is not readable JSON ({e})") from None
-    if not isinstance(obj, dict):
-        raise UnmixError(f"{path} does not hold a JSON object")
-    return obj
-
-
 def _is_unet_folder(path: Path) -> bool:
     try:
         return read_json(path / "config.json").get("_class_name") == "UNet2DModel"
@@ -281,44 +264,6 @@ def _build_unet(config: dict) -> nn.Module:
         raise UnmixError(f"class_embed_type {config['class_embed_type']!r} is not supported; unmix reads UNets whose "
                          "classes are num_class_embeds (class_embed_type None)")
     return UNet2DModel.from_config({k: v for k, v in config.items() if not k.startswith("_")})
-
-
-# -- the weights ------------------------------------------------------------------------------------
-def weight_files(folder: Path, stem: str = WEIGHTS_NAME) -> list[Path]:
-    """The safetensors files of a model folder: STEM.safetensors, a sharded index, or an fp16 / bf16 variant."""
-    for variant in VARIANTS:
-        suffix = f".{variant}" if variant else ""
-        single = folder / f"{stem}{suffix}.safetensors"
-        if single.is_file():
-            return [single]
-        for index in (folder / f"{stem}.safetensors.index{suffix}.json", folder / f"{stem}{suffix}.safetensors.index.json"):
-            if index.is_file():
-                shards = sorted(set(read_json(index).get("weight_map", {}).values()))
-                missing = [s for s in shards if not (folder / s).is_file()]
-                if not shards or missing:
-                    raise UnmixError(f"{index} names shards that are missing: {', '.join(missing) or 'none listed'}")
-                return [folder / s for s in shards]
-    pickles = sorted(p.name for p in folder.iterdir() if p.suffix in PICKLES) if folder.is_dir() else []
-    if pickles:
-        raise UnmixError(f"{folder} holds only pickle weights ({', '.join(pickles)}) and unmix never unpickles files "
-                         "(they can run code); convert them once with diffusers' save_pretrained(..., "
-                         f"safe_serialization=True) to get {stem}.safetensors")
-    raise UnmixError(f"{folder} has no {stem}.safetensors (nor a sharded index or an fp16 variant)")
-
-
-def read_weights(folder: Path) -> dict[str, torch.Tensor]:
-    """All tensors of a diffusers model folder, in float32, read into memory (never mapped, never unpickled)."""
-    state = {}
-    for f in weight_files(folder):
-        try:
-            tensors = load_safetensors(f.read_bytes())
-        except (SafetensorError, OSError, ValueError) as e:
-            raise UnmixError(f"{f} is not a readable safetensors file ({e})") from None
-        state.update(tensors)
-    state = {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
-    for old, new in _OLD_ATTENTION_KEYS.items():  # attention names of diffusers < 0.14
-        state = {k.replace(old, new): v for k, v in state.items()}
-    return state
 
 
 # -- the whole folder -------------------------------------------------------------------------------

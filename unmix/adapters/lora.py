@@ -28,7 +28,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import load as load_safetensors
 from torch import nn
 
-from unmix.adapters.diffusers_folder import PICKLES
+from unmix.adapters.weights import PICKLES
 from unmix.errors import UnmixError
 
 PARTS = {"unet": "unet", "text_encoder": "text_encoder", "lora_unet": "unet", "lora_te": "text_encoder"}

@@ -4,15 +4,16 @@
 
 It becomes a Model of the parts in unmix.adapters.sd_parts: the UNet a denoiser, the VAE its encoder, CLIP its
 text encoder. Only safetensors are read; a .ckpt / .bin is refused, never unpickled. A single checkpoint file
-(the original CompVis / A1111 layout) is recognised and refused in one line until its keys are converted.
+(the original CompVis / A1111 layout, .safetensors) is read by unmix.adapters.sd_single_file.
 """
 from __future__ import annotations
 
 import hashlib
 from pathlib import Path
 
-from unmix.adapters.diffusers_folder import PICKLES, read_json, weight_files
 from unmix.adapters.sd_parts import build_stable_diffusion, libraries, read_state
+from unmix.adapters.sd_single_file import read_single_file
+from unmix.adapters.weights import PICKLES, read_json, weight_files
 from unmix.errors import UnmixError
 
 PARTS = ("unet", "vae", "text_encoder", "tokenizer", "scheduler")
@@ -27,16 +28,14 @@ def is_stable_diffusion(path) -> bool:
 
 
 def read_stable_diffusion(path, schedule: dict | None = None):
-    """(network, recipe, data, encoder, text encoder) of an SD folder; `schedule` overrides the scheduler
-    settings (e.g. {"prediction_type": "v_prediction"} for an SD 2.x 768-v model)."""
+    """(network, recipe, data, encoder, text encoder) of an SD folder or single-file checkpoint; `schedule` overrides
+    the scheduler settings (e.g. {"prediction_type": "v_prediction"} for an SD 2.x 768-v model)."""
     path = Path(path).expanduser()
     if path.is_file():
         if path.suffix != ".safetensors":
             raise UnmixError(f"{path} is a pickle ({path.suffix}) and unmix never unpickles files (they can run code); "
                              "use the model's .safetensors file")
-        raise UnmixError(f"{path} is a single-file checkpoint; unmix reads Stable Diffusion as a diffusers folder "
-                         "for now: convert it once with diffusers' StableDiffusionPipeline.from_single_file(...)"
-                         ".save_pretrained(FOLDER) and give FOLDER")
+        return read_single_file(path, schedule)
     return read_sd_folder(path, schedule)
 
 
