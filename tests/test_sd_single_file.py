@@ -237,6 +237,6 @@ def test_missing_open_clip_names_its_install(monkeypatch):
 
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "open_clip" else real(name, *a))
-    with pytest.raises(UnmixError, match="pip install open-clip-torch") as e:
+    with pytest.raises(UnmixError, match="pip install --no-deps open-clip-torch") as e:
         sd_single_file.clip_tokenizer.__wrapped__()
     assert "\n" not in str(e.value)

@@ -43,7 +43,7 @@ UNET, VAE = "model.diffusion_model.", "first_stage_model."
 CLIP, OPEN_CLIP = "cond_stage_model.transformer.", "cond_stage_model.model."
 HEAD_WIDTH = 64  # CLIP's and OpenCLIP's text heads, and SD 2's UNet heads, are 64 wide
 VOCAB_SIZE = 49408
-OPEN_CLIP_HINT = "pip install open-clip-torch (its wheel ships CLIP's BPE vocabulary; nothing else of it is used)"
+OPEN_CLIP_HINT = "pip install --no-deps open-clip-torch (its wheel ships CLIP's BPE vocabulary; nothing else of it is used)"
 
 
 def read_single_file(path: Path, schedule: dict | None = None):
